@@ -1,0 +1,164 @@
+"""The exemplar pipeline: the stages of transforms/ joined into one data flow.
+
+    class folders
+      -> list each folder where it lies and sample it there   transforms/listing.py
+      -> merge partial samples per class (seeded bottom-k)    transforms/sampling.py
+      -> decode and resize only the chosen images             transforms/decoding.py
+      -> sharded TFRecords                                    transforms/writing.py
+      -> the TFT transform graph                              transforms/tft_graph.py
+      -> metadata, summary, and the _SUCCESS commit           transforms/metadata.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.options import ExemplarConfig
+from transforms import decoding, listing, metadata, sampling, tft_graph, writing
+
+# Files of one class decode in tasks of this many when every file is kept.
+DECODE_CHUNK = 64
+UNBOUNDED = sys.maxsize
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """What the driver resolves before building the pipeline."""
+  input_dir: str
+  output_dir: str
+  class_names: Tuple[str, ...]
+
+
+class ListAndSampleClass(beam.DoFn):
+  """(class, label) -> (class, PartialSample): lists one class folder and
+  samples it right there, so per-file elements never cross a Beam boundary."""
+
+  def __init__(self, input_dir: str, seed: int, capacity: int):
+    self._input_dir = input_dir
+    self._seed = seed
+    self._capacity = capacity
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._classes = Metrics.counter("exemplar", "classes_listed")
+
+  def process(self, element: Tuple[str, int]) -> Iterator[Tuple[str, sampling.PartialSample]]:
+    class_name, _ = element
+    sample = sampling.sample_paths(
+        listing.walk_class_folder(self._input_dir, class_name),
+        self._seed, self._capacity)
+    self._files.inc(sample.seen)
+    self._classes.inc()
+    yield class_name, sample
+
+
+def plan_decodes(element: Tuple[str, sampling.PartialSample],
+                 labels: Dict[str, int], need, chunk: int) -> Iterator[decoding.DecodeTask]:
+  class_name, sample = element
+  paths = [path for _, path in sample.candidates]
+  yield from decoding.decode_tasks(class_name, labels[class_name], paths, need, chunk)
+
+
+def class_stats(element: Tuple[str, sampling.PartialSample],
+                need) -> Tuple[str, Tuple[int, int]]:
+  """(class, sample) -> (class, (files seen, images planned))."""
+  class_name, sample = element
+  planned = sample.seen if need is None else min(need, sample.seen)
+  return class_name, (sample.seen, planned)
+
+
+def to_raw_example(image: decoding.DecodedImage) -> Dict[str, bytes]:
+  return {"image_bytes": image.source_bytes,
+          "class_name": image.class_name.encode("utf-8")}
+
+
+class SampleImageFolder(beam.PTransform):
+  """PBegin -> (class, PartialSample) for every class: the seeded sample."""
+
+  def __init__(self, input_dir: str, class_names: Sequence[str], seed: int,
+               capacity: int):
+    super().__init__()
+    self._input_dir = input_dir
+    self._class_names = list(class_names)
+    self._seed = seed
+    self._capacity = capacity
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | "ClassFolders" >> beam.Create(
+            [(name, label) for label, name in enumerate(self._class_names)])
+        # (class, label)
+        | "SpreadClassFolders" >> beam.Reshuffle()
+        | "ListAndSample" >> beam.ParDo(
+            ListAndSampleClass(self._input_dir, self._seed, self._capacity))
+        # (class, PartialSample): one per listing
+        | "MergeSamples" >> beam.CombinePerKey(
+            sampling.SeededSampleFn(self._capacity))
+        # (class, PartialSample): the class's candidates, best first
+    )
+
+
+def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
+  """Adds the whole exemplar job to pipeline `p`."""
+  settings = config.image
+  need = None if config.sample_all else config.samples_per_class
+  capacity = UNBOUNDED if need is None else sampling.capacity_for(need, config.spares)
+  labels = {name: label for label, name in enumerate(plan.class_names)}
+
+  samples = p | "Sample" >> SampleImageFolder(
+      plan.input_dir, plan.class_names, config.seed, capacity)
+  # (class, PartialSample)
+
+  stats = (
+      samples
+      | "ClassStats" >> beam.Map(class_stats, need=need)
+      | "CollectClassStats" >> beam.combiners.ToDict())
+  # {class: (seen, planned)}
+  planned = stats | "PlannedPerClass" >> beam.Map(
+      lambda d: {name: value[1] for name, value in d.items()})
+  # {class: planned}
+
+  decoded = (
+      samples
+      | "PlanDecodes" >> beam.FlatMap(
+          plan_decodes, labels=labels, need=need, chunk=DECODE_CHUNK)
+      # DecodeTask
+      | "SpreadDecodes" >> beam.Reshuffle()
+      | "DecodeChosen" >> beam.ParDo(
+          decoding.DecodeChosen(plan.input_dir, settings)).with_outputs(
+              decoding.FAILURES_TAG, main="images"))
+  images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
+  # DecodedImage; DecodeFailure
+
+  shards = images | "WriteShards" >> writing.WriteShards(
+      plan.output_dir, config.num_shards, plan.class_names, settings,
+      beam.pvalue.AsSingleton(planned))
+  # ShardInfo
+
+  tft_temp_dir = FileSystems.join(plan.output_dir, ".tft-tmp")
+  transform_done = (
+      images
+      | "FirstOfEachClass" >> beam.Filter(lambda image: image.rank == 0)
+      | "ToRawExamples" >> beam.Map(to_raw_example)
+      # {image_bytes, class_name}
+      | "TransformGraph" >> tft_graph.WriteTransformGraph(
+          FileSystems.join(plan.output_dir, tft_graph.TRANSFORM_DIR),
+          tft_temp_dir, plan.class_names, settings))
+
+  _ = (
+      p
+      | "FinalizeTrigger" >> beam.Create([None])
+      | "Finalize" >> beam.ParDo(
+          metadata.FinalizeDataset(
+              plan.output_dir, plan.class_names, settings,
+              config.samples_per_class, config.describe(),
+              temp_dirs=[tft_temp_dir]),
+          shards=beam.pvalue.AsList(shards),
+          stats=beam.pvalue.AsSingleton(stats),
+          failures=beam.pvalue.AsList(failures),
+          transform_done=beam.pvalue.AsList(transform_done)))

@@ -1,0 +1,300 @@
+"""Command-line and config-file options, parsed and validated apart from running.
+
+`parse_args(argv)` turns a command line (plus an optional YAML config, which
+flags override) into an `ExemplarConfig` and the Beam pipeline options, or
+raises `UsageError` with a one-line message naming the bad flag or value. It
+never touches the input or starts a job, so the CLI is testable on its own.
+
+`ExemplarOptions` is the same set of flags as a Beam `PipelineOptions`
+subclass, so `--help` and option views work as in any Beam pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
+
+DEFAULT_OUTPUT_DIR = "exemplar_output"
+# How many candidates beyond k each class keeps, to replace undecodable picks.
+DEFAULT_SPARES = 4
+MAX_IMAGE_SIDE = 16384
+
+
+class UsageError(ValueError):
+  """A bad flag, value or config file: reported in one line, exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExemplarConfig:
+  """Everything the pipeline needs, validated."""
+  input_dir: Optional[str]  # None: the embedded demo tree
+  output_dir: str
+  samples_per_class: Union[int, str]  # k >= 1, or "all"
+  seed: int
+  image: ImageSettings
+  class_names: Optional[Tuple[str, ...]]
+  num_shards: Optional[int]
+  spares: int
+  config_file: Optional[str]
+
+  @property
+  def sample_all(self) -> bool:
+    return self.samples_per_class == "all"
+
+  def describe(self) -> Dict[str, Any]:
+    """The config as plain data, for summary.json."""
+    return {
+        "input_dir": self.input_dir,
+        "output_dir": self.output_dir,
+        "samples_per_class": self.samples_per_class,
+        "seed": self.seed,
+        "image_size": [self.image.height, self.image.width],
+        "interpolation": self.image.interpolation,
+        "crop_to_aspect_ratio": self.image.crop_to_aspect_ratio,
+        "color_mode": self.image.color_mode,
+        "image_format": self.image.image_format,
+        "class_names": list(self.class_names) if self.class_names else None,
+        "num_shards": self.num_shards,
+        "spares": self.spares,
+    }
+
+
+def _add_exemplar_args(parser) -> None:
+  add = parser.add_argument
+  add("--config", default=None,
+      help="YAML file of option values (keys are flag names); flags override it.")
+  add("--input_dir", default=None,
+      help="Root of the <class>/<images> tree, local or any Beam file system "
+           "(gs://...). Default: the embedded demo tree.")
+  add("--output_dir", default=DEFAULT_OUTPUT_DIR,
+      help="Where the shards and metadata go (default: ./%(default)s).")
+  add("--samples_per_class", default="1",
+      help="Images to pick per class (k >= 1), or 'all' to convert every image.")
+  add("--seed", default="0", help="Sampling seed (an integer; default 0).")
+  add("--image_size", nargs=2, default=["256", "256"], metavar=("HEIGHT", "WIDTH"),
+      help="Resize to HEIGHT WIDTH (default 256 256).")
+  add("--interpolation", default="bilinear",
+      help="Resize method, as Keras: " + ", ".join(INTERPOLATIONS) + ".")
+  add("--crop_to_aspect_ratio", default=False, action="store_true",
+      help="Centre-crop to the target aspect ratio before resizing, as Keras.")
+  add("--color_mode", default="rgb", help="rgb, grayscale or rgba.")
+  add("--image_format", default="png",
+      help="Stored encoding: png (lossless, default) or jpeg.")
+  add("--class_names", default=None,
+      help="Comma-separated classes to keep, in label order (default: all, sorted).")
+  add("--num_shards", default=None,
+      help="TFRecord shards to write (default: sized automatically).")
+  add("--spares", default=str(DEFAULT_SPARES),
+      help="Extra candidates kept per class to replace undecodable picks.")
+
+
+class ExemplarOptions(PipelineOptions):
+  """exemplar's flags as Beam pipeline options."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    _add_exemplar_args(parser)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _OneLineParser(
+      prog="exemplar", allow_abbrev=False,
+      description="Pick a seeded, balanced sample of images per class from a "
+                  "<class>/<images> tree and write it as TFRecords with TFDS "
+                  "metadata and a TFT transform graph. Any Beam pipeline option "
+                  "(--runner, --direct_num_workers, --project, ...) is accepted.")
+  _add_exemplar_args(parser)
+  return parser
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+  """A YAML mapping of flag names to values. Beam options may sit under
+  `pipeline_options:`."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = yaml.safe_load(f) or {}
+  except OSError as e:
+    raise UsageError(f"--config {path!r} cannot be read: {e.strerror}") from e
+  except yaml.YAMLError as e:
+    raise UsageError(f"--config {path!r} is not valid YAML: {first_line(e)}") from e
+  if not isinstance(data, dict):
+    raise UsageError(f"--config {path!r} must hold a mapping of option names")
+  return data
+
+
+def first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def _config_defaults(data: Dict[str, Any], parser) -> Tuple[Dict[str, Any], List[str]]:
+  """Splits a config mapping into our flag defaults and Beam flags."""
+  known = {a.dest for a in parser._actions}
+  defaults, beam_args = {}, []
+  for key, value in data.items():
+    if key == "pipeline_options":
+      if not isinstance(value, dict):
+        raise UsageError("config key 'pipeline_options' must be a mapping")
+      beam_args.extend(_as_flags(value))
+    elif key in known and key != "config":
+      if key == "image_size" and isinstance(value, (list, tuple)):
+        value = [str(v) for v in value]
+      elif key == "class_names" and isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+      elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+      defaults[key] = value
+    else:
+      raise UsageError(f"config file has an unknown key: {key!r}")
+  return defaults, beam_args
+
+
+def _as_flags(mapping: Dict[str, Any]) -> List[str]:
+  flags = []
+  for key, value in mapping.items():
+    if value is True:
+      flags.append(f"--{key}")
+    elif value is False or value is None:
+      continue
+    else:
+      flags.append(f"--{key}={value}")
+  return flags
+
+
+def _beam_option_parser() -> argparse.ArgumentParser:
+  """A parser that knows every registered Beam pipeline option, as Beam builds it."""
+  # Importing the Dask runner registers its options (--dask_client_address...).
+  try:
+    import apache_beam.runners.dask.dask_runner  # noqa: F401
+  except ImportError:
+    pass
+  parser = _OneLineParser(allow_abbrev=False, add_help=False)
+  seen = set()
+
+  def register(cls):
+    for sub in cls.__subclasses__():
+      if sub not in seen:
+        seen.add(sub)
+        if sub is not ExemplarOptions:
+          try:
+            sub._add_argparse_args(parser)
+          except argparse.ArgumentError:
+            pass  # an option registered by two classes
+        register(sub)
+  register(PipelineOptions)
+  return parser
+
+
+def check_beam_args(beam_args: Sequence[str]) -> None:
+  """Raises UsageError for a flag that no Beam pipeline option knows."""
+  _, unknown = _beam_option_parser().parse_known_args(list(beam_args))
+  flags = [u for u in unknown if u.startswith("-")]
+  if flags:
+    raise UsageError(f"unrecognized argument: {flags[0].split('=')[0]}")
+  if unknown:
+    raise UsageError(f"unexpected value: {unknown[0]!r}")
+
+
+def parse_args(argv: Sequence[str]) -> Tuple[ExemplarConfig, List[str]]:
+  """Command line -> (validated config, Beam pipeline flags)."""
+  argv = list(argv)
+  parser = build_parser()
+  pre, _ = parser.parse_known_args(argv)
+  config_file = pre.config or default_config_path()
+  defaults, config_beam_args = _config_defaults(load_config_file(config_file), parser)
+  parser.set_defaults(**defaults)
+  args, beam_args = parser.parse_known_args(argv)
+  beam_args = config_beam_args + beam_args
+  check_beam_args(beam_args)
+  return validate(args), beam_args
+
+
+def _int(name: str, value, minimum: Optional[int] = None,
+         maximum: Optional[int] = None) -> int:
+  try:
+    number = int(str(value), 10)
+  except ValueError:
+    raise UsageError(f"--{name} must be an integer, got {value!r}") from None
+  if minimum is not None and number < minimum:
+    raise UsageError(f"--{name} must be at least {minimum}, got {number}")
+  if maximum is not None and number > maximum:
+    raise UsageError(f"--{name} must be at most {maximum}, got {number}")
+  return number
+
+
+def _bool(name: str, value) -> bool:
+  if isinstance(value, bool):
+    return value
+  text = str(value).lower()
+  if text in ("true", "yes", "1"):
+    return True
+  if text in ("false", "no", "0"):
+    return False
+  raise UsageError(f"--{name} must be true or false, got {value!r}")
+
+
+def validate(args: argparse.Namespace) -> ExemplarConfig:
+  """Checks every value; raises UsageError naming the first bad one."""
+  k = str(args.samples_per_class).strip().lower()
+  samples_per_class: Union[int, str] = (
+      "all" if k == "all" else _int("samples_per_class", k, minimum=1))
+  height = _int("image_size", args.image_size[0], 1, MAX_IMAGE_SIDE)
+  width = _int("image_size", args.image_size[1], 1, MAX_IMAGE_SIDE)
+  interpolation = str(args.interpolation).lower()
+  if interpolation not in INTERPOLATIONS:
+    raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}; "
+                     f"got {args.interpolation!r}")
+  color_mode = str(args.color_mode).lower()
+  if color_mode not in COLOR_MODES:
+    raise UsageError(f"--color_mode must be one of {', '.join(COLOR_MODES)}; "
+                     f"got {args.color_mode!r}")
+  image_format = str(args.image_format).lower()
+  if image_format == "jpg":
+    image_format = "jpeg"
+  if image_format not in IMAGE_FORMATS:
+    raise UsageError(f"--image_format must be png or jpeg; got {args.image_format!r}")
+  if image_format == "jpeg" and color_mode == "rgba":
+    raise UsageError("--image_format jpeg cannot store --color_mode rgba; use png")
+  class_names = None
+  if args.class_names:
+    class_names = tuple(c.strip() for c in str(args.class_names).split(",") if c.strip())
+    if not class_names:
+      raise UsageError("--class_names is empty")
+  num_shards = (None if args.num_shards in (None, "", "auto")
+                else _int("num_shards", args.num_shards, 1, 100000))
+  if not args.output_dir or not str(args.output_dir).strip():
+    raise UsageError("--output_dir is empty")
+  input_dir = args.input_dir
+  if input_dir is not None and not str(input_dir).strip():
+    raise UsageError("--input_dir is empty")
+  return ExemplarConfig(
+      input_dir=input_dir,
+      output_dir=str(args.output_dir),
+      samples_per_class=samples_per_class,
+      seed=_int("seed", args.seed, -(2**127), 2**127 - 1),
+      image=ImageSettings(
+          height=height, width=width, interpolation=interpolation,
+          crop_to_aspect_ratio=_bool("crop_to_aspect_ratio", args.crop_to_aspect_ratio),
+          color_mode=color_mode, image_format=image_format),
+      class_names=class_names,
+      num_shards=num_shards,
+      spares=_int("spares", args.spares, 0, 10000),
+      config_file=args.config,
+  )
+
+
+def default_config_path() -> str:
+  """configs/local.yaml, shipped as package data."""
+  import configs
+  return configs.path("local.yaml")

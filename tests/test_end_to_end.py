@@ -1,0 +1,45 @@
+"""A whole exemplar run through the CLI, read back by real readers."""
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+
+def test_cli_run_reads_back_through_load_dataset_and_tfds(small_tree, tmp_path, capsys):
+  out = str(tmp_path / "out")
+  assert run_cli(["--input_dir", small_tree, "--output_dir", out,
+                  "--samples_per_class", "2", "--image_size", "32", "48"]) == 0
+  printed = capsys.readouterr().out
+  assert "6 images from 3 classes" in printed and out in printed
+
+  from pipeline import load_dataset
+  ds = load_dataset(out)
+  assert ds.class_names == ["apple", "banana", "cherry"]
+  pairs = [(image.numpy(), int(label)) for image, label in ds]
+  assert sorted(label for _, label in pairs) == [0, 0, 1, 1, 2, 2]
+  assert all(image.shape == (32, 48, 3) and image.dtype == np.uint8 for image, _ in pairs)
+
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(out)
+  assert builder.info.features["label"].names == ["apple", "banana", "cherry"]
+  examples = list(builder.as_dataset(split="train").as_numpy_iterator())
+  assert len(examples) == 6
+  by_name = {e["image/filename"].decode(): e for e in examples}
+  manifest = list(csv.DictReader(open(os.path.join(out, "manifest.csv"))))
+  assert {row["source_path"] for row in manifest} == set(by_name)
+  for row in manifest:
+    example = by_name[row["source_path"]]
+    assert example["label"] == int(row["label"])
+    assert example["image/class_name"].decode() == row["class_name"]
+    assert example["image/sha256"].decode() == row["sha256"]
+
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert [c["files_seen"] for c in summary["per_class"]] == [5, 3, 4]
+  assert summary["classes_short"] == []
+  assert open(os.path.join(out, "class_names.txt")).read() == "apple\nbanana\ncherry\n"
+  assert os.path.exists(os.path.join(out, "_SUCCESS"))
+  assert not any(name.startswith(".") for name in os.listdir(out))

@@ -1,0 +1,211 @@
+"""Stage 5: write the decoded images as sharded TFRecords of tf.train.Example.
+
+Sharding is deterministic: an image's shard is fixed by its class's position
+and its rank in the class's sample (round-robin over `num_shards`), records in
+a shard are sorted by (label, rank), and examples serialize deterministically,
+so the same input and seed give byte-identical shards on any runner.
+
+Each shard is written whole by one task, to a temporary name beside its final
+name, then renamed into place (on object stores an object only appears when its
+upload completes). A task that runs twice writes the same bytes again, so
+retries are harmless. Beam's file sinks are not used: their finalize step fails
+on runners that run set-up more than once (DaskRunner).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.metrics import Metrics
+
+from transforms.decoding import DecodedImage, ImageSettings
+
+DATASET_NAME = "exemplar"
+SPLIT = "train"
+# Keep a shard near this size; TFDS recommends 100-200 MB.
+TARGET_SHARD_BYTES = 128 << 20
+# A rough stored size per pixel byte, for sizing shards before decoding.
+_COMPRESSION_ESTIMATE = {"png": 0.6, "jpeg": 0.15}
+
+
+def shard_file_name(index: int, num_shards: int) -> str:
+  """TFDS's default file name template for a shard."""
+  return f"{DATASET_NAME}-{SPLIT}.tfrecord-{index:05d}-of-{num_shards:05d}"
+
+
+def auto_num_shards(num_images: int, settings: ImageSettings) -> int:
+  """Enough shards to keep each near TARGET_SHARD_BYTES, at least one."""
+  height, width, channels = settings.shape
+  estimate = num_images * height * width * channels * _COMPRESSION_ESTIMATE[
+      settings.image_format]
+  return max(1, min(num_images, math.ceil(estimate / TARGET_SHARD_BYTES)))
+
+
+def class_offsets(planned_per_class: Dict[str, int],
+                  class_names: Sequence[str]) -> Dict[str, int]:
+  """The global index of each class's first image, in label order."""
+  offsets, total = {}, 0
+  for name in class_names:
+    offsets[name] = total
+    total += planned_per_class.get(name, 0)
+  return offsets
+
+
+def shard_of(image: DecodedImage, offsets: Dict[str, int], num_shards: int) -> int:
+  return (offsets[image.class_name] + image.rank) % num_shards
+
+
+class ManifestRow(NamedTuple):
+  class_name: str
+  label: int
+  rank: int
+  relative_path: str
+  source_path: str
+  sha256: str
+  source_height: int
+  source_width: int
+  shard: str
+
+
+class ShardInfo(NamedTuple):
+  index: int
+  file_name: str
+  num_examples: int
+  num_bytes: int
+  rows: List[ManifestRow]
+
+
+def serialize_example(image: DecodedImage, settings: ImageSettings) -> bytes:
+  """The tf.train.Example for one image (TFDS ImageFolder keys, plus more)."""
+  from tensorflow.core.example import example_pb2, feature_pb2
+
+  def bytes_feature(value: bytes):
+    return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+
+  def int_feature(value: int):
+    return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+
+  features = {
+      "image": bytes_feature(image.encoded),
+      "label": int_feature(image.label),
+      "image/filename": bytes_feature(image.source_path.encode("utf-8")),
+      "image/relative_path": bytes_feature(image.relative_path.encode("utf-8")),
+      "image/class_name": bytes_feature(image.class_name.encode("utf-8")),
+      "image/source_height": int_feature(image.source_height),
+      "image/source_width": int_feature(image.source_width),
+      "image/sha256": bytes_feature(image.sha256.encode("ascii")),
+  }
+  example = example_pb2.Example(features=feature_pb2.Features(feature=features))
+  return example.SerializeToString(deterministic=True)
+
+
+def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:
+  """Writes `chunks` to `path` via a temporary name; returns bytes written."""
+  directory, name = FileSystems.split(path)
+  temp_path = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+  written = 0
+  try:
+    with FileSystems.create(temp_path) as f:
+      for chunk in chunks:
+        f.write(chunk)
+        written += len(chunk)
+    FileSystems.rename([temp_path], [path])
+  except BaseException:
+    if FileSystems.exists(temp_path):
+      FileSystems.delete([temp_path])
+    raise
+  return written
+
+
+class _TFRecordFrames:
+  """Frames serialized records as TFRecord (length, crc, data, crc)."""
+
+  def __init__(self):
+    self.chunks: List[bytes] = []
+
+  def write(self, data: bytes):
+    self.chunks.append(data)
+
+
+def tfrecord_bytes(records: Iterable[bytes]) -> Iterator[bytes]:
+  for record in records:
+    frames = _TFRecordFrames()
+    _TFRecordUtil.write_record(frames, record)
+    yield b"".join(frames.chunks)
+
+
+class WriteShard(beam.DoFn):
+  """((index, num_shards), [DecodedImage]) -> ShardInfo, the shard written."""
+
+  def __init__(self, output_dir: str, settings: ImageSettings):
+    self._output_dir = output_dir
+    self._settings = settings
+    self._shards = Metrics.counter("exemplar", "shards_written")
+    self._examples = Metrics.counter("exemplar", "examples_written")
+
+  def process(self, element: Tuple[Tuple[int, int], Iterable[DecodedImage]]
+              ) -> Iterator[ShardInfo]:
+    (index, num_shards), images = element
+    ordered = sorted(images, key=lambda i: (i.label, i.rank))
+    name = shard_file_name(index, num_shards)
+    num_bytes = write_file_atomically(
+        FileSystems.join(self._output_dir, name),
+        tfrecord_bytes(serialize_example(i, self._settings) for i in ordered))
+    self._shards.inc()
+    self._examples.inc(len(ordered))
+    yield ShardInfo(index, name, len(ordered), num_bytes, [
+        ManifestRow(i.class_name, i.label, i.rank, i.relative_path,
+                    i.source_path, i.sha256, i.source_height, i.source_width,
+                    name) for i in ordered])
+
+
+class WriteShards(beam.PTransform):
+  """PCollection[DecodedImage] -> PCollection[ShardInfo], one per shard written.
+
+  `planned_per_class` is a singleton side input {class: images planned}, which
+  fixes each class's offset in the round-robin over shards and, when
+  `num_shards` is None, the number of shards.
+  """
+
+  def __init__(self, output_dir: str, num_shards: Optional[int],
+               class_names: Sequence[str], settings: ImageSettings,
+               planned_per_class):
+    super().__init__()
+    self._output_dir = output_dir
+    self._num_shards = num_shards
+    self._class_names = list(class_names)
+    self._settings = settings
+    self._planned = planned_per_class
+
+  def expand(self, images):
+    class_names, settings = self._class_names, self._settings
+    fixed_num_shards = self._num_shards
+
+    def key_by_shard(image, planned):
+      num_shards = resolve_num_shards(fixed_num_shards, planned, settings)
+      offsets = class_offsets(planned, class_names)
+      shard = shard_of(image, offsets, num_shards)
+      return (shard, num_shards), image._replace(source_bytes=b"")
+
+    return (
+        images
+        | "KeyByShard" >> beam.Map(key_by_shard, planned=self._planned)
+        # ((shard_index, num_shards), DecodedImage)
+        | "GroupByShard" >> beam.GroupByKey()
+        # ((shard_index, num_shards), [DecodedImage])
+        | "WriteShard" >> beam.ParDo(WriteShard(self._output_dir, settings))
+        # ShardInfo
+    )
+
+
+def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
+                       settings: ImageSettings) -> int:
+  """`--num_shards` if given, else sized from the planned image count."""
+  if fixed:
+    return fixed
+  return auto_num_shards(sum(planned.values()), settings)
