@@ -1,0 +1,202 @@
+"""transforms/listing.py on real trees, checked against Keras's own indexer."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Dict, List, Set
+
+import pytest
+
+from transforms import listing
+from transforms.listing import ListingError
+
+# Listing never decodes, so any bytes will do for an "image".
+FAKE_IMAGE = b"not decoded by the listing stage"
+
+
+def touch(root: str, relative: str, data: bytes = FAKE_IMAGE) -> str:
+  path = os.path.join(root, *relative.split("/"))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def listed(root: str, class_names=None) -> Dict[str, Set[str]]:
+  """{class: relative paths} exactly as exemplar lists the tree."""
+  classes = listing.resolve_classes(listing.list_class_folders(root), class_names)
+  return {c: set(listing.walk_class_folder(root, c)) for c in classes}
+
+
+def keras_indexed(root: str, class_names=None) -> Dict[str, Set[str]]:
+  """{class: relative paths} as image_dataset_from_directory indexes the tree."""
+  from keras.src.utils import dataset_utils, image_dataset_utils
+  paths, labels, names = dataset_utils.index_directory(
+      root, labels="inferred", formats=image_dataset_utils.ALLOWLIST_FORMATS,
+      class_names=class_names, shuffle=False, follow_links=False, verbose=False)
+  out = {name: set() for name in names}
+  for path, label in zip(paths, labels):
+    out[names[label]].add(os.path.relpath(path, root).replace(os.sep, "/"))
+  return out
+
+
+def without_hidden(index: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+  """Drops paths with a hidden component (exemplar skips them, Keras does not)."""
+  return {c: {p for p in paths if not any(part.startswith(".") for part in p.split("/"))}
+          for c, paths in index.items()}
+
+
+VISIBLE = [
+    "cat/a.jpg", "cat/b.JPG", "cat/c.jpeg", "cat/d.JPEG", "cat/e.png", "cat/f.Png",
+    "cat/g.bmp", "cat/h.BMP", "cat/i.gif", "cat/j.GiF",
+    "cat/sub/deeper/k.jpg", "cat/sub/l.png",
+    "dog/with space.jpg", "dog/ünïcødé 猫.png", "dog/quote's \"x\".jpg",
+    "dog/sub dir/m.jpeg",
+    "ant/x.gif",
+]
+SKIPPED = [
+    "cat/notes.txt", "cat/photo.jpg.bak", "cat/photo.tiff", "cat/photo.webp",
+    "cat/jpg", "cat/noext", "dog/a.jpgx",
+    "cat/.hidden.jpg", "cat/.sub/n.jpg", "cat/sub/.deep/o.png", "dog/.DS_Store",
+    ".hiddenclass/p.jpg", "top_level_file.jpg",
+]
+
+
+@pytest.fixture
+def mixed_tree(tmp_path) -> str:
+  root = str(tmp_path / "tree")
+  for rel in VISIBLE + SKIPPED:
+    touch(root, rel)
+  os.makedirs(os.path.join(root, "empty_class"))
+  return root
+
+
+def test_classes_are_sorted_visible_first_level_folders(mixed_tree):
+  assert listing.list_class_folders(mixed_tree) == ["ant", "cat", "dog", "empty_class"]
+  # A trailing separator on the root changes nothing.
+  assert listing.list_class_folders(mixed_tree + "/") == ["ant", "cat", "dog", "empty_class"]
+
+
+def test_sorting_is_plain_string_order(tmp_path):
+  root = str(tmp_path / "tree")
+  names = ["b", "B", "a10", "a2", "_x", "Z", "ä"]
+  for name in names:
+    touch(root, f"{name}/i.jpg")
+  assert listing.list_class_folders(root) == sorted(names)
+  assert listing.list_class_folders(root) == sorted(keras_indexed(root))
+
+
+def test_files_follow_keras_extension_rules_nesting_and_hidden_rules(mixed_tree):
+  got = listed(mixed_tree)
+  expected = {"ant": set(), "cat": set(), "dog": set(), "empty_class": set()}
+  for rel in VISIBLE:
+    expected[listing.class_of(rel)].add(rel)
+  assert got == expected
+
+
+def test_listing_equals_keras_index_on_the_same_tree(mixed_tree):
+  keras = keras_indexed(mixed_tree)
+  assert list(keras) == listing.list_class_folders(mixed_tree)
+  # Keras indexes hidden files below a class folder; exemplar documents that it
+  # skips them, so compare on the visible part and check the difference is
+  # exactly the hidden entries.
+  assert listed(mixed_tree) == without_hidden(keras)
+  dropped = set().union(*keras.values()) - set().union(*listed(mixed_tree).values())
+  assert dropped == {"cat/.hidden.jpg", "cat/.sub/n.jpg", "cat/sub/.deep/o.png"}
+
+
+def test_is_image_name():
+  for name in ["a.jpg", "A.JPEG", "b.Png", "c.bMp", "d.GIF", "with space.jpg"]:
+    assert listing.is_image_name(name), name
+  for name in [".a.jpg", "a.txt", "a.jpg.zip", "jpg", "a.tif", "a.webp", ""]:
+    assert not listing.is_image_name(name), name
+
+
+def test_symlinked_folder_below_a_class_is_not_followed(tmp_path):
+  root = str(tmp_path / "tree")
+  outside = str(tmp_path / "outside")
+  touch(root, "cat/a.jpg")
+  touch(outside, "b.jpg")
+  os.symlink(outside, os.path.join(root, "cat", "link_to_outside"))
+  assert listed(root) == {"cat": {"cat/a.jpg"}}
+  assert listed(root) == keras_indexed(root)
+
+
+def test_symlink_loop_does_not_hang(tmp_path):
+  root = str(tmp_path / "tree")
+  touch(root, "cat/a.jpg")
+  touch(root, "cat/sub/b.png")
+  os.symlink(os.path.join(root, "cat"), os.path.join(root, "cat", "sub", "loop"))
+  os.symlink("..", os.path.join(root, "cat", "up.jpg"))  # a folder link named like an image
+  # Bounded read: were the loop followed, this would yield ever longer paths.
+  paths = list(itertools.islice(listing.walk_class_folder(root, "cat"), 100))
+  assert sorted(paths) == ["cat/a.jpg", "cat/sub/b.png"]
+
+
+def test_symlinked_file_is_listed_under_its_link_name(tmp_path):
+  root = str(tmp_path / "tree")
+  target = touch(str(tmp_path / "elsewhere"), "real.jpg")
+  touch(root, "cat/a.jpg")
+  os.symlink(target, os.path.join(root, "cat", "linked.jpg"))
+  assert listed(root) == {"cat": {"cat/a.jpg", "cat/linked.jpg"}}
+  assert listed(root) == keras_indexed(root)
+
+
+def test_class_names_restricts_and_orders(mixed_tree):
+  got = listed(mixed_tree, ["dog", "ant"])
+  assert list(got) == ["dog", "ant"]
+  assert got == without_hidden(keras_indexed(mixed_tree, ["dog", "ant"]))
+  assert list(keras_indexed(mixed_tree, ["dog", "ant"])) == ["dog", "ant"]
+
+
+def test_unknown_class_name_raises_listing_error(mixed_tree):
+  found = listing.list_class_folders(mixed_tree)
+  with pytest.raises(ListingError, match="nope"):
+    listing.resolve_classes(found, ["cat", "nope"])
+  # A hidden folder is not a class, even when named.
+  with pytest.raises(ListingError, match="hiddenclass"):
+    listing.resolve_classes(found, [".hiddenclass"])
+  with pytest.raises(ListingError):
+    listing.resolve_classes(found, ["cat", "cat"])
+
+
+def test_missing_root_raises_listing_error(tmp_path):
+  with pytest.raises(ListingError, match="does not exist"):
+    listing.list_class_folders(str(tmp_path / "nowhere"))
+  a_file = touch(str(tmp_path), "file.jpg")
+  with pytest.raises(ListingError):
+    listing.list_class_folders(a_file)
+
+
+def test_root_without_class_folders_raises_listing_error(tmp_path):
+  root = str(tmp_path / "flat")
+  touch(root, "a.jpg")
+  touch(root, ".hidden/b.jpg")
+  with pytest.raises(ListingError, match="no class folders"):
+    listing.list_class_folders(root)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ListingError, match="no class folders"):
+    listing.list_class_folders(str(empty))
+
+
+def test_make_plan_applies_class_names_and_reports_listing_errors(mixed_tree, tmp_path):
+  from pipeline.main import make_plan
+  from pipeline.options import parse_args
+  config, _ = parse_args(["--input_dir", mixed_tree + "/", "--output_dir",
+                          str(tmp_path / "out"), "--class_names", "dog,cat"])
+  plan = make_plan(config)
+  assert plan.class_names == ("dog", "cat")
+  assert plan.input_dir == mixed_tree
+  config, _ = parse_args(["--input_dir", mixed_tree, "--class_names", "cat,zebra"])
+  with pytest.raises(ListingError, match="zebra"):
+    make_plan(config)
+
+
+def test_large_flat_class_is_listed_completely(tmp_path):
+  root = str(tmp_path / "tree")
+  expected: List[str] = []
+  for i in range(1500):
+    expected.append(touch(root, f"many/{i:05d}.jpg")[len(root) + 1:])
+  assert sorted(listing.walk_class_folder(root, "many")) == sorted(expected)
