@@ -13,6 +13,7 @@ REQUIRED = [
     "tensorflow-transform==1.21.0",
     "tensorflow-datasets==4.9.10",
     "scikit-image==0.26.0",
+    "pillow>=10",  # reads image headers (size, EXIF) without decoding
     "pyyaml>=6",
 ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
@@ -20,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.options import ExemplarConfig
-from transforms import decoding, listing, metadata, sampling, tft_graph, writing
+from transforms import (commit, decoding, listing, metadata, progress, sampling,
+                        tft_graph, writing)
 
 # Files of one class decode in tasks of this many when every file is kept.
 DECODE_CHUNK = 64
@@ -34,6 +36,11 @@ class RunPlan:
   output_dir: str
   class_names: Tuple[str, ...]
 
+  @property
+  def staging_dir(self) -> str:
+    """Where everything is written before the commit (transforms/commit.py)."""
+    return commit.staging_dir(self.output_dir)
+
 
 class ListAndSampleClass(beam.DoFn):
   """(class, label) -> (class, PartialSample): lists one class folder and
@@ -45,14 +52,19 @@ class ListAndSampleClass(beam.DoFn):
     self._capacity = capacity
     self._files = Metrics.counter("exemplar", "files_listed")
     self._classes = Metrics.counter("exemplar", "classes_listed")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
 
   def process(self, element: Tuple[str, int]) -> Iterator[Tuple[str, sampling.PartialSample]]:
     class_name, _ = element
+    started = time.monotonic()
     sample = sampling.sample_paths(
         listing.walk_class_folder(self._input_dir, class_name),
         self._seed, self._capacity)
     self._files.inc(sample.seen)
     self._classes.inc()
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("files listed", sample.seen)
+    progress.tick("classes listed")
     yield class_name, sample
 
 
@@ -130,35 +142,36 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       # DecodeTask
       | "SpreadDecodes" >> beam.Reshuffle()
       | "DecodeChosen" >> beam.ParDo(
-          decoding.DecodeChosen(plan.input_dir, settings)).with_outputs(
+          decoding.DecodeChosen(
+              plan.input_dir, settings, max_pixels=config.max_pixels,
+              exif_transpose=config.exif_transpose)).with_outputs(
               decoding.FAILURES_TAG, main="images"))
   images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
   # DecodedImage; DecodeFailure
 
   shards = images | "WriteShards" >> writing.WriteShards(
-      plan.output_dir, config.num_shards, plan.class_names, settings,
+      plan.staging_dir, config.num_shards, plan.class_names, settings,
       beam.pvalue.AsSingleton(planned))
   # ShardInfo
 
-  tft_temp_dir = FileSystems.join(plan.output_dir, ".tft-tmp")
   transform_done = (
       images
       | "FirstOfEachClass" >> beam.Filter(lambda image: image.rank == 0)
       | "ToRawExamples" >> beam.Map(to_raw_example)
       # {image_bytes, class_name}
       | "TransformGraph" >> tft_graph.WriteTransformGraph(
-          FileSystems.join(plan.output_dir, tft_graph.TRANSFORM_DIR),
-          tft_temp_dir, plan.class_names, settings))
+          FileSystems.join(plan.staging_dir, tft_graph.TRANSFORM_DIR),
+          FileSystems.join(plan.staging_dir, ".tft-tmp"),
+          plan.class_names, settings))
 
   _ = (
       p
       | "FinalizeTrigger" >> beam.Create([None])
       | "Finalize" >> beam.ParDo(
           metadata.FinalizeDataset(
-              plan.output_dir, plan.class_names, settings,
-              config.samples_per_class, config.describe(),
-              temp_dirs=[tft_temp_dir]),
+              plan.staging_dir, plan.output_dir, plan.class_names, settings,
+              config.samples_per_class, config.describe()),
           shards=beam.pvalue.AsList(shards),
           stats=beam.pvalue.AsSingleton(stats),
           failures=beam.pvalue.AsList(failures),
-          transform_done=beam.pvalue.AsList(transform_done)))
+          writers_done=beam.pvalue.AsList(transform_done)))

@@ -21,13 +21,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import assemble, runners
 from pipeline.options import ExemplarConfig, UsageError, parse_args
-from transforms import listing, metadata
+from transforms import commit, listing, metadata
 
 _LOGGER = logging.getLogger("exemplar")
 
 
 def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
-  """Resolves the input root and its classes; raises ListingError or UsageError."""
+  """Resolves the input root and its classes, and readies the output folder.
+
+  Raises ListingError, OutputError or UsageError, each with a one-line reason.
+  """
   input_dir = config.input_dir
   if input_dir is None:
     from pipeline import demo
@@ -36,8 +39,9 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
   input_dir = listing.normalize_root(input_dir)
   found = listing.list_class_folders(input_dir)
   class_names = listing.resolve_classes(found, config.class_names)
-  return assemble.RunPlan(input_dir=input_dir,
-                          output_dir=listing.normalize_root(config.output_dir),
+  output_dir = listing.normalize_root(config.output_dir)
+  commit.prepare_output(output_dir, config.overwrite)
+  return assemble.RunPlan(input_dir=input_dir, output_dir=output_dir,
                           class_names=tuple(class_names))
 
 
@@ -54,8 +58,6 @@ def run(config: ExemplarConfig, plan: assemble.RunPlan,
   options = make_pipeline_options(beam_args)
   runner_name = options.view_as(StandardOptions).runner
   runner = runners.resolve_runner(runner_name)
-  if not FileSystems.exists(plan.output_dir):
-    FileSystems.mkdirs(plan.output_dir)
   with beam.Pipeline(runner=runner, options=options) as p:
     assemble.build(p, config, plan)
   return read_summary(plan.output_dir)
@@ -87,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     config, beam_args = parse_args(argv)
     plan = make_plan(config)
-  except (UsageError, listing.ListingError) as e:
+  except (UsageError, listing.ListingError, commit.OutputError) as e:
     print(f"exemplar: error: {e}", file=sys.stderr)
     return 2
   _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",

@@ -23,6 +23,9 @@ from transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, Imag
 DEFAULT_OUTPUT_DIR = "exemplar_output"
 # How many candidates beyond k each class keeps, to replace undecodable picks.
 DEFAULT_SPARES = 4
+# 2**27 pixels (e.g. 16384 x 8192): far above real photos, far below what a
+# crafted header can claim.
+DEFAULT_MAX_PIXELS = 1 << 27
 MAX_IMAGE_SIDE = 16384
 
 
@@ -41,6 +44,10 @@ class ExemplarConfig:
   class_names: Optional[Tuple[str, ...]]
   num_shards: Optional[int]
   spares: int
+  overwrite: bool
+  max_pixels: int  # 0: no limit
+  exif_transpose: bool
+  contact_sheet: bool
   config_file: Optional[str]
 
   @property
@@ -62,6 +69,8 @@ class ExemplarConfig:
         "class_names": list(self.class_names) if self.class_names else None,
         "num_shards": self.num_shards,
         "spares": self.spares,
+        "max_pixels": self.max_pixels,
+        "exif_transpose": self.exif_transpose,
     }
 
 
@@ -92,6 +101,16 @@ def _add_exemplar_args(parser) -> None:
       help="TFRecord shards to write (default: sized automatically).")
   add("--spares", default=str(DEFAULT_SPARES),
       help="Extra candidates kept per class to replace undecodable picks.")
+  add("--overwrite", default=False, action="store_true",
+      help="Replace a finished dataset in --output_dir (refused otherwise).")
+  add("--max_pixels", default=str(DEFAULT_MAX_PIXELS),
+      help="Refuse, before decoding, images whose header claims more pixels "
+           "(default %(default)s; 0: no limit).")
+  add("--exif_transpose", default=False, action="store_true",
+      help="Turn images upright by their EXIF orientation (Keras does not; "
+           "off by default so pixels equal Keras's).")
+  add("--no_contact_sheet", dest="contact_sheet", default=True,
+      action="store_false", help="Do not write contact_sheet.png.")
 
 
 class ExemplarOptions(PipelineOptions):
@@ -290,6 +309,10 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
       class_names=class_names,
       num_shards=num_shards,
       spares=_int("spares", args.spares, 0, 10000),
+      overwrite=_bool("overwrite", args.overwrite),
+      max_pixels=_int("max_pixels", args.max_pixels, 0),
+      exif_transpose=_bool("exif_transpose", args.exif_transpose),
+      contact_sheet=_bool("contact_sheet", args.contact_sheet),
       config_file=args.config,
   )
 

@@ -3,4 +3,4 @@
 # tree (one image per class) into ./exemplar_output.
 #   bash scripts/demo.sh [exemplar flags]
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-exec exemplar --output_dir exemplar_output "$@"
+exec exemplar --output_dir exemplar_output --overwrite "$@"

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+import time
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import listing
+from transforms import listing, progress
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,14 +58,18 @@ class ImageSettings:
     return (self.height, self.width, self.channels)
 
 
-def decode_and_resize(image_bytes, settings: ImageSettings):
+def decode_and_resize(image_bytes, settings: ImageSettings, orientation=None):
   """Encoded image bytes (scalar tf.string) -> (float32 [H, W, C], src h, src w).
 
-  Exactly Keras's `_load_image_tf` after its `tf.io.read_file`.
+  Exactly Keras's `_load_image_tf` after its `tf.io.read_file`. With an EXIF
+  `orientation` (int32 tensor; `--exif_transpose`) the image is turned upright
+  first, which Keras does not do.
   """
   import tensorflow as tf
   image = tf.image.decode_image(
       image_bytes, channels=settings.channels, expand_animations=False)
+  if orientation is not None:
+    image = apply_orientation(image, orientation)
   shape = tf.shape(image)
   source_height, source_width = shape[0], shape[1]
   size = (settings.height, settings.width)
@@ -141,6 +148,112 @@ def first_line(message: str, limit: int = 300) -> str:
   return line[:limit] or "unknown error"
 
 
+def header_size(raw: bytes) -> Optional[Tuple[int, int]]:
+  """(height, width) from the image header, without decoding; None if unknown.
+
+  Pillow reads only the header here, so a file claiming enormous dimensions is
+  refused before TF would allocate its pixels.
+  """
+  from PIL import Image
+  try:
+    with Image.open(io.BytesIO(raw)) as image:
+      width, height = image.size
+  except Exception:  # not an image Pillow knows: TF decides
+    return None
+  return height, width
+
+
+def exif_orientation(raw: bytes) -> int:
+  """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
+  from PIL import Image
+  try:
+    with Image.open(io.BytesIO(raw)) as image:
+      value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+  except Exception:  # no or broken EXIF: upright
+    return 1
+  return value if 1 <= value <= 8 else 1
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def apply_orientation(image, orientation):
+  """Turns a decoded image upright for an EXIF orientation (scalar int32 tensor)."""
+  import tensorflow as tf
+  branches = [
+      lambda: image,                                       # 1 upright
+      lambda: tf.image.flip_left_right(image),             # 2 mirrored
+      lambda: tf.image.rot90(image, 2),                    # 3 upside down
+      lambda: tf.image.flip_up_down(image),                # 4 mirrored, upside down
+      lambda: tf.image.transpose(image),                   # 5
+      lambda: tf.image.rot90(image, 3),                    # 6 rotated 90 CW
+      lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7
+      lambda: tf.image.rot90(image, 1),                    # 8 rotated 90 CCW
+  ]
+  return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
+
+
+class ImageDecoder:
+  """Raw file bytes -> DecodeResult, or a failure reason (a str).
+
+  Plain Python around one traced tf.function, so the decode rules are
+  unit-testable and fuzzable without a pipeline. Build it where TF may be
+  imported (DoFn.setup on workers).
+  """
+
+  def __init__(self, settings: ImageSettings, max_pixels: int = 0,
+               exif_transpose: bool = False):
+    import tensorflow as tf
+    self._tf = tf
+    self._max_pixels = max_pixels
+    self._exif_transpose = exif_transpose
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string),
+                                  tf.TensorSpec([], tf.int32)])
+    def decode_encode(image_bytes, orientation):
+      image, height, width = decode_and_resize(
+          image_bytes, settings, orientation if exif_transpose else None)
+      return encode(to_uint8(image), settings), height, width
+
+    self._decode_encode = decode_encode
+
+  def decode(self, raw: bytes):
+    if not raw:
+      return "empty file"
+    if self._max_pixels:
+      size = header_size(raw)
+      if size and size[0] * size[1] > self._max_pixels:
+        return (f"too large: header says {size[1]}x{size[0]} = "
+                f"{size[0] * size[1]} pixels > --max_pixels {self._max_pixels}")
+    orientation = exif_orientation(raw) if self._exif_transpose else 1
+    tf = self._tf
+    try:
+      encoded, height, width = self._decode_encode(
+          tf.constant(raw), tf.constant(orientation, tf.int32))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+            tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
+            tf.errors.DataLossError) as e:
+      return f"cannot decode: {first_line(e.message)}"
+    return DecodeResult(encoded.numpy(), int(height), int(width),
+                        hashlib.sha256(raw).hexdigest())
+
+
+class DecodeResult(NamedTuple):
+  encoded: bytes
+  source_height: int
+  source_width: int
+  sha256: str
+
+
+def read_file(path: str) -> Union[bytes, str]:
+  """The file's bytes, or a failure reason (a str) if it cannot be read."""
+  try:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      return f.read()
+  except Exception as e:  # noqa: BLE001 - any file system's read error is a recorded skip
+    return f"unreadable: {first_line(str(e))}"
+
+
 class DecodeChosen(beam.DoFn):
   """DecodeTask -> DecodedImage (main) and DecodeFailure (tagged 'failures').
 
@@ -149,66 +262,48 @@ class DecodeChosen(beam.DoFn):
   sample and the result stays deterministic.
   """
 
-  def __init__(self, input_root: str, settings: ImageSettings):
+  def __init__(self, input_root: str, settings: ImageSettings,
+               max_pixels: int = 0, exif_transpose: bool = False):
     self._root = listing.normalize_root(input_root)
     self._settings = settings
+    self._max_pixels = max_pixels
+    self._exif_transpose = exif_transpose
     self._decoded = Metrics.counter("exemplar", "images_decoded")
     self._failed = Metrics.counter("exemplar", "images_failed")
+    self._msec = Metrics.counter("exemplar", "decode_msec")
 
   def setup(self):
-    import tensorflow as tf
-    settings = self._settings
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-    def decode_encode(image_bytes):
-      image, height, width = decode_and_resize(image_bytes, settings)
-      return encode(to_uint8(image), settings), height, width
-
-    self._tf = tf
-    self._decode_encode = decode_encode
+    self._decoder = ImageDecoder(self._settings, self._max_pixels,
+                                 self._exif_transpose)
 
   def process(self, task: DecodeTask) -> Iterator:
     task = DecodeTask(*task)
     stored = 0
-    for offset, relative_path in enumerate(task.candidates):
+    for relative_path in task.candidates:
       if stored >= task.need:
         break
+      started = time.monotonic()
       source_path = listing.join(self._root, relative_path)
-      result = self._decode_one(source_path)
+      raw = read_file(source_path)
+      result = raw if isinstance(raw, str) else self._decoder.decode(raw)
+      self._msec.inc(int((time.monotonic() - started) * 1000))
       if isinstance(result, str):
         self._failed.inc()
+        progress.tick("images failed")
         yield beam.pvalue.TaggedOutput(FAILURES_TAG, DecodeFailure(
             task.class_name, relative_path, source_path, result))
         continue
-      encoded, height, width, digest, raw = result
       self._decoded.inc()
+      progress.tick("images decoded")
+      rank = task.first_rank + stored
       yield DecodedImage(
-          class_name=task.class_name, label=task.label,
-          rank=task.first_rank + stored, relative_path=relative_path,
-          source_path=source_path, encoded=encoded, source_height=height,
-          source_width=width, sha256=digest,
+          class_name=task.class_name, label=task.label, rank=rank,
+          relative_path=relative_path, source_path=source_path,
+          encoded=result.encoded, source_height=result.source_height,
+          source_width=result.source_width, sha256=result.sha256,
           # The first image of a class feeds the TFT analysis; no more is needed.
-          source_bytes=raw if task.first_rank + stored == 0 else b"")
+          source_bytes=raw if rank == 0 else b"")
       stored += 1
-
-  def _decode_one(self, source_path: str):
-    """-> (encoded, height, width, sha256, raw bytes), or a failure reason."""
-    try:
-      with FileSystems.open(source_path) as f:
-        raw = f.read()
-    except Exception as e:  # any file system's read error is a recorded skip
-      return f"unreadable: {first_line(str(e))}"
-    if not raw:
-      return "empty file"
-    try:
-      encoded, height, width = self._decode_encode(self._tf.constant(raw))
-    except (self._tf.errors.InvalidArgumentError,
-            self._tf.errors.UnimplementedError,
-            self._tf.errors.OutOfRangeError,
-            self._tf.errors.ResourceExhaustedError) as e:
-      return f"cannot decode: {first_line(e.message)}"
-    return (encoded.numpy(), int(height), int(width),
-            hashlib.sha256(raw).hexdigest(), raw)
 
 
 def decode_tasks(class_name: str, label: int, candidates: Sequence[str],

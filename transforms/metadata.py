@@ -9,7 +9,8 @@ Written once, after every shard and the transform graph are in place:
   summary.txt          the same, for people
   dataset_info.json, features.json, label.labels.txt
                        TFDS metadata: `tfds.builder_from_directory(output_dir)`
-  _SUCCESS             written last: a folder without it is not a finished dataset
+They are written into the staging folder beside the shards; then
+transforms/commit.py moves the whole dataset into place and writes _SUCCESS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import commit
+from transforms.commit import SUCCESS_MARKER  # noqa: F401 - readers import it here
 from transforms.decoding import DecodeFailure, ImageSettings
 from transforms.writing import (DATASET_NAME, SPLIT, ManifestRow, ShardInfo,
                                 shard_file_name, write_file_atomically)
@@ -34,7 +37,6 @@ MANIFEST_FILE = "manifest.csv"
 ERRORS_FILE = "errors.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_TEXT = "summary.txt"
-SUCCESS_MARKER = "_SUCCESS"
 
 MANIFEST_COLUMNS = list(ManifestRow._fields)
 ERROR_COLUMNS = ["class_name", "relative_path", "source_path", "reason"]
@@ -139,10 +141,11 @@ def tfds_features(class_names: Sequence[str], settings: ImageSettings):
   })
 
 
-def write_tfds_metadata(output_dir: str, class_names: Sequence[str],
-                        settings: ImageSettings, shard_lengths: Sequence[int],
-                        num_bytes: int) -> List[str]:
-  """Writes TFDS's dataset_info.json and features.json; returns the names.
+def write_tfds_metadata(target_dir: str, output_dir: str,
+                        class_names: Sequence[str], settings: ImageSettings,
+                        shard_lengths: Sequence[int], num_bytes: int) -> List[str]:
+  """Writes TFDS's dataset_info.json and features.json into `target_dir`,
+  describing a dataset that will live in `output_dir`; returns the names.
 
   TFDS writes to a local temporary folder; the files are then copied with
   Beam's FileSystems, so any output file system works.
@@ -170,7 +173,7 @@ def write_tfds_metadata(output_dir: str, class_names: Sequence[str],
     names = sorted(os.listdir(local_dir))
     for name in names:
       with open(os.path.join(local_dir, name), "rb") as f:
-        write_file_atomically(FileSystems.join(output_dir, name), [f.read()])
+        write_file_atomically(FileSystems.join(target_dir, name), [f.read()])
   finally:
     shutil.rmtree(local_dir, ignore_errors=True)
   return names
@@ -189,26 +192,26 @@ def package_versions() -> Dict[str, str]:
 
 
 class FinalizeDataset(beam.DoFn):
-  """Writes everything beside the shards, then the _SUCCESS marker.
+  """Writes everything beside the shards, then commits the dataset.
 
   Runs once (on a one-element PCollection), with the shard infos, class stats,
-  failures and the transform graph's completion as side inputs. Every file is
-  written atomically and the same run results give the same bytes, so a retry
-  rewrites identical files.
+  failures and the completions of the other writers as side inputs. Every file
+  is written atomically and the same run results give the same bytes, and the
+  commit is idempotent, so a retry ends the same way.
   """
 
-  def __init__(self, output_dir: str, class_names: Sequence[str],
-               settings: ImageSettings, samples_per_class, config: Dict,
-               temp_dirs: Sequence[str] = ()):
-    self._output_dir = output_dir
-    self._temp_dirs = list(temp_dirs)
+  def __init__(self, staging_dir: str, output_dir: str,
+               class_names: Sequence[str], settings: ImageSettings,
+               samples_per_class, config: Dict):
+    self._staging_dir = staging_dir
+    self._final_dir = output_dir
     self._class_names = list(class_names)
     self._settings = settings
     self._samples_per_class = samples_per_class
     self._config = config
 
-  def process(self, unused_element, shards, stats, failures, transform_done):
-    del unused_element, transform_done  # the graph only has to be written first
+  def process(self, unused_element, shards, stats, failures, writers_done):
+    del unused_element, writers_done  # they only have to be finished first
     shards = sorted(shards, key=lambda s: s.index)
     num_shards = _num_shards_written(shards)
     shards = self._fill_empty_shards(shards, num_shards)
@@ -225,18 +228,15 @@ class FinalizeDataset(beam.DoFn):
         (f.class_name, f.relative_path, f.source_path, f.reason)
         for f in failures]))
     write_tfds_metadata(
-        self._output_dir, self._class_names, self._settings,
+        self._staging_dir, self._final_dir, self._class_names, self._settings,
         [s.num_examples for s in shards], sum(s.num_bytes for s in shards))
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    for temp_dir in self._temp_dirs:
-      if FileSystems.exists(temp_dir):
-        FileSystems.delete([temp_dir])
-    self._write(SUCCESS_MARKER, "")
+    commit.commit(self._final_dir)
     yield summary
 
   def _write(self, name: str, text: str) -> None:
-    write_file_atomically(FileSystems.join(self._output_dir, name),
+    write_file_atomically(FileSystems.join(self._staging_dir, name),
                           [text.encode("utf-8")])
 
   def _fill_empty_shards(self, shards: List[ShardInfo],
@@ -246,7 +246,7 @@ class FinalizeDataset(beam.DoFn):
     for index in range(num_shards):
       if index not in present:
         name = shard_file_name(index, num_shards)
-        write_file_atomically(FileSystems.join(self._output_dir, name), [])
+        write_file_atomically(FileSystems.join(self._staging_dir, name), [])
         shards.append(ShardInfo(index, name, 0, 0, []))
     return sorted(shards, key=lambda s: s.index)
 
