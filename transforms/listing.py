@@ -126,7 +126,10 @@ def _walk_local(folder: str, relative_folder: str) -> Iterator[str]:
       try:
         if entry.is_dir(follow_symlinks=False):
           stack.append((entry.path, relative + "/" + name))
-        elif name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+        elif name.lower().endswith(IMAGE_EXTENSIONS) and (
+            entry.is_file() or entry.is_symlink()):
+          # A dangling link is listed, so decoding records it as unreadable
+          # instead of it vanishing silently.
           yield relative + "/" + name
       except OSError as e:  # a dangling link or a vanished entry
         _LOGGER.warning("Skipping %s: %s", entry.path, e)
