@@ -1,0 +1,504 @@
+"""A contact sheet of the picked images: see at a glance what was sampled.
+
+`render_contact_sheet(cells)` draws one cell per image, grouped by class
+(classes in label order, images of a class by rank), with the class name and
+label under each cell. It returns the pages as PNG bytes:
+
+  * a class starts a new row when it does not fit in the rest of the current
+    one, and a new page when it does not fit in the rest of the page, so a
+    class is never split unless it is longer than a row (or a page);
+  * with k images per class the number of columns is a multiple of k, so each
+    row holds whole classes; neighbouring classes get alternating tints;
+  * a page holds at most `max_columns` x `rows_per_page` cells (10 x 10 by
+    default, about 1.4k x 1.8k pixels); more cells make more pages, each headed
+    with its page number and the labels it shows. `page_file_names` names them
+    contact_sheet.png, contact_sheet-002.png, ...
+
+`WriteContactSheet` is the Beam step: DecodedImage -> the page files in the
+output folder. It keeps the first `max_per_class` images of each class and the
+first `max_cells` cells overall (in label, rank order), shrunk to thumbnails in
+parallel before they are gathered, so memory stays bounded however large the
+dataset is; a capped sheet says so in every page's header.
+
+Grayscale images are shown grey, transparent ones over a checkerboard, images
+smaller than a cell are enlarged by a whole factor (pixels stay sharp), and an
+image that cannot be decoded is drawn as a crossed-out cell. Text uses DejaVu
+Sans when the system has it (wide Unicode coverage), else Pillow's built-in
+font; names too long for a cell are cut with an ellipsis.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import re
+import unicodedata
+from typing import (Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+SHEET_FILE = "contact_sheet.png"
+DEFAULT_CELL_SIZE = 128
+DEFAULT_MAX_COLUMNS = 10
+DEFAULT_ROWS_PER_PAGE = 10
+# Bounds on what WriteContactSheet gathers onto one worker: at most this many
+# thumbnails (each <= 128 x 128 RGB, about 50 kB as fast PNG), about 100 MB.
+DEFAULT_MAX_PER_CLASS = 10
+DEFAULT_MAX_CELLS = 2000
+
+_MARGIN = 16
+_GAP = 6  # between cells
+_PAD = 4  # inside a cell, around the image
+_BACKGROUND = (255, 255, 255)
+_TINTS = ((236, 240, 246), (248, 243, 232))  # alternate per class
+_IMAGE_WELL = (222, 222, 222)
+_TEXT = (20, 20, 20)
+_MUTED = (95, 95, 95)
+_ALERT = (180, 30, 30)
+_FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+               "/usr/share/fonts/TTF/DejaVuSans.ttf",
+               "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+               "/Library/Fonts/DejaVuSans.ttf")
+
+ImageLike = Union[np.ndarray, bytes]
+
+
+class SheetCell(NamedTuple):
+  """One picked image; `image` is uint8 [H, W], [H, W, C] or encoded bytes."""
+  class_name: str
+  label: int
+  rank: int
+  image: ImageLike
+
+
+# --- images -----------------------------------------------------------------
+
+
+def _array_to_pil(array: np.ndarray):
+  from PIL import Image
+  if array.dtype != np.uint8:
+    raise ValueError(f"contact sheet images must be uint8, got {array.dtype}")
+  if array.ndim == 3 and array.shape[2] == 1:
+    array = array[:, :, 0]
+  if array.ndim == 2:
+    return Image.fromarray(np.ascontiguousarray(array), "L")
+  if array.ndim == 3 and array.shape[2] in (2, 3, 4):
+    mode = {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(array), mode)
+  raise ValueError(f"contact sheet images must be [H, W] or [H, W, 1|2|3|4], "
+                   f"got shape {array.shape}")
+
+
+def _bytes_to_pil(data: bytes):
+  from PIL import Image
+  image = Image.open(io.BytesIO(data))
+  image.load()
+  if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    # 16-bit or float pixels: scale to 8 bits instead of clipping.
+    pixels = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+    image = Image.fromarray(
+        np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8), "L")
+  return image
+
+
+def _checkerboard(size: Tuple[int, int], square: int = 8):
+  from PIL import Image
+  width, height = size
+  ys, xs = np.mgrid[0:height, 0:width]
+  light = ((ys // square + xs // square) % 2 == 0)
+  board = np.where(light, 204, 153).astype(np.uint8)
+  return Image.fromarray(board, "L").convert("RGB")
+
+
+def _to_rgb(image):
+  """Any Pillow image -> RGB; transparency shown over a checkerboard."""
+  from PIL import Image
+  if image.mode in ("P", "PA") or "transparency" in image.info:
+    image = image.convert("RGBA")
+  if image.mode in ("LA", "La", "RGBa"):
+    image = image.convert("RGBA")
+  if image.mode == "RGBA":
+    background = _checkerboard(image.size)
+    background.paste(image, (0, 0), image)
+    return background
+  if image.mode != "RGB":
+    image = image.convert("L") if image.mode == "1" else image
+    image = image.convert("RGB")
+  return image if image.mode == "RGB" else Image.new("RGB", image.size)
+
+
+def _fit(image, box: int):
+  """Scales into a box x box square: a whole-number zoom for small images."""
+  from PIL import Image
+  width, height = image.size
+  scale = min(box / width, box / height)
+  if scale >= 1:
+    factor = int(scale)
+    if factor == 1:
+      return image
+    return image.resize((width * factor, height * factor), Image.NEAREST)
+  size = (max(1, round(width * scale)), max(1, round(height * scale)))
+  return image.resize(size, Image.LANCZOS, reducing_gap=3.0)
+
+
+def thumbnail(image: ImageLike, box: int = DEFAULT_CELL_SIZE):
+  """An image (array or encoded bytes) -> an RGB Pillow image fitting box x box,
+  or None when it cannot be decoded."""
+  if isinstance(image, np.ndarray):
+    pil = _array_to_pil(image)  # a wrong array is the caller's bug: raise
+  else:
+    try:
+      pil = _bytes_to_pil(bytes(image))
+    except Exception:  # any decoder error: the cell shows "cannot decode"
+      return None
+  if pil.width == 0 or pil.height == 0:
+    return None
+  # Resize before compositing: Pillow resamples RGBA/LA with premultiplied alpha.
+  if pil.mode in ("P", "PA") or "transparency" in pil.info:
+    pil = pil.convert("RGBA")
+  if pil.mode not in ("L", "LA", "RGB", "RGBA"):
+    pil = _to_rgb(pil)
+  return _to_rgb(_fit(pil, box))
+
+
+def thumbnail_png(image: ImageLike, box: int = DEFAULT_CELL_SIZE) -> bytes:
+  """`thumbnail` as PNG bytes (b"" when it cannot be decoded): cheap to ship."""
+  small = thumbnail(image, box)
+  if small is None:
+    return b""
+  buffer = io.BytesIO()
+  small.save(buffer, format="PNG", compress_level=1)
+  return buffer.getvalue()
+
+
+# --- text -------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size: int):
+  from PIL import ImageFont
+  for path in _FONT_FILES:
+    if os.path.exists(path):
+      try:
+        return ImageFont.truetype(path, size)
+      except OSError:
+        continue
+  return ImageFont.load_default(size=size)
+
+
+def printable(text: str) -> str:
+  """Control, format and separator characters (newlines, tabs, bidi marks in
+  folder names) become visible placeholders so a label stays on one line."""
+  out = []
+  for char in text:
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+      out.append("\N{REPLACEMENT CHARACTER}" if category != "Cc" else "?")
+    elif category == "Zs":
+      out.append(" ")
+    else:
+      out.append(char)
+  return "".join(out)
+
+
+def elide(text: str, font, max_width: float, ellipsis: str = "\u2026") -> str:
+  """The longest prefix of `text` (plus an ellipsis) that fits `max_width`."""
+  text = printable(text)
+  if font.getlength(text) <= max_width:
+    return text
+  if font.getlength(ellipsis) > max_width:
+    return ""
+  low, high = 0, len(text)  # invariant: text[:low] + ellipsis fits
+  while low < high:
+    middle = (low + high + 1) // 2
+    if font.getlength(text[:middle] + ellipsis) <= max_width:
+      low = middle
+    else:
+      high = middle - 1
+  # Do not leave a combining mark without its base character.
+  while low > 0 and unicodedata.combining(text[low - 1]):
+    low -= 1
+  return text[:low].rstrip() + ellipsis
+
+
+# --- layout -----------------------------------------------------------------
+
+
+class _Placed(NamedTuple):
+  page: int
+  row: int
+  column: int
+  group: int  # index of the cell's class in label order
+  cell: SheetCell
+
+
+class Layout(NamedTuple):
+  columns: int
+  placed: List[_Placed]
+  num_pages: int
+
+
+def choose_columns(group_sizes: Sequence[int], max_columns: int) -> int:
+  """About 3:2 landscape for few cells; a multiple of k when classes have k."""
+  total = sum(group_sizes)
+  if total == 0:
+    return 1
+  target = max(1, min(max_columns, math.ceil(math.sqrt(total * 1.5))))
+  longest = max(group_sizes)
+  if longest > max_columns:
+    return max_columns
+  return longest * max(1, target // longest)
+
+
+def layout(cells: Sequence[SheetCell], max_columns: int = DEFAULT_MAX_COLUMNS,
+           rows_per_page: int = DEFAULT_ROWS_PER_PAGE) -> Layout:
+  """Places cells in label, rank order; classes wrap like words in a line."""
+  ordered = sorted(cells, key=lambda c: (c.label, c.rank, c.class_name))
+  groups: List[List[SheetCell]] = []
+  for cell in ordered:
+    if groups and groups[-1][0].label == cell.label:
+      groups[-1].append(cell)
+    else:
+      groups.append([cell])
+  columns = choose_columns([len(g) for g in groups], max_columns)
+  placed: List[_Placed] = []
+  page, row, column = 0, 0, 0
+  for index, group in enumerate(groups):
+    if column and column + len(group) > columns:
+      row, column = row + 1, 0
+    # Move a class that would straddle pages to the next page, unless it is
+    # longer than a page anyway (then it flows on from here).
+    rows_needed = math.ceil((column + len(group)) / columns)
+    if (row or column) and row + rows_needed > rows_per_page and (
+        rows_needed <= rows_per_page or row == rows_per_page):
+      page, row, column = page + 1, 0, 0
+    for cell in group:
+      if column == columns:
+        row, column = row + 1, 0
+      if row == rows_per_page:
+        page, row = page + 1, 0
+      placed.append(_Placed(page, row, column, index, cell))
+      column += 1
+  return Layout(columns, placed, (page + 1) if placed else 1)
+
+
+def page_file_names(num_pages: int, first: str = SHEET_FILE) -> List[str]:
+  """contact_sheet.png, contact_sheet-002.png, ... (`first` sets the stem)."""
+  stem, ext = os.path.splitext(first)
+  ext = ext or ".png"
+  width = max(3, len(str(num_pages)))
+  return [stem + ext] + [f"{stem}-{i:0{width}d}{ext}" for i in range(2, num_pages + 1)]
+
+
+def is_extra_page(name: str, first: str = SHEET_FILE) -> bool:
+  """Whether `name` is a second-or-later page of the sheet named `first`."""
+  stem, ext = os.path.splitext(first)
+  ext = ext or ".png"
+  return re.fullmatch(re.escape(stem) + r"-\d{3,}" + re.escape(ext), name) is not None
+
+
+# --- rendering --------------------------------------------------------------
+
+
+def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
+                         cell_size: int = DEFAULT_CELL_SIZE,
+                         max_columns: int = DEFAULT_MAX_COLUMNS,
+                         rows_per_page: int = DEFAULT_ROWS_PER_PAGE,
+                         title: str = "exemplar contact sheet",
+                         note: Optional[str] = None) -> List[bytes]:
+  """(class_name, label, rank, image) cells -> the sheet's pages as PNG bytes.
+
+  `note` (e.g. "showing 2000 of 9000 images") is printed in every header.
+  """
+  from PIL import Image, ImageDraw
+  cells = [SheetCell(*c) for c in cells]
+  if cell_size < 16 or max_columns < 1 or rows_per_page < 1:
+    raise ValueError("cell_size >= 16, max_columns >= 1, rows_per_page >= 1")
+  plan = layout(cells, max_columns, rows_per_page)
+  name_font = _font(max(10, round(cell_size * 0.1)))
+  small_font = _font(max(9, round(cell_size * 0.085)))
+  title_font = _font(max(14, round(cell_size * 0.14)))
+  show_rank = any(p.cell.rank > 0 for p in plan.placed)
+
+  line = lambda font: font.getbbox("Ag\u00c5y")[3] + 3  # noqa: E731
+  caption_height = line(name_font) + line(small_font) + 2
+  cell_width = cell_size + 2 * _PAD
+  cell_height = cell_size + 2 * _PAD + caption_height
+  grid_width = plan.columns * cell_width + (plan.columns - 1) * _GAP
+  page_width = max(grid_width + 2 * _MARGIN, 420)
+  header_lines = 2 + (1 if note else 0)
+  header_height = _MARGIN + header_lines * line(title_font) + 8
+
+  labels_by_page: Dict[int, List[int]] = {}
+  rows_by_page: Dict[int, int] = {}
+  for p in plan.placed:
+    labels_by_page.setdefault(p.page, []).append(p.cell.label)
+    rows_by_page[p.page] = max(rows_by_page.get(p.page, 0), p.row + 1)
+  num_classes = len({c.label for c in cells})
+
+  pages = []
+  for page_index in range(plan.num_pages):
+    rows = rows_by_page.get(page_index, 1)
+    height = header_height + rows * cell_height + (rows - 1) * _GAP + _MARGIN
+    sheet = Image.new("RGB", (page_width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    labels = labels_by_page.get(page_index, [])
+    span = (f"labels {labels[0]}\u2013{labels[-1]}" if labels and labels[0] != labels[-1]
+            else f"label {labels[0]}" if labels else "no images")
+    texts = [
+        (title, _TEXT),
+        (f"{len(cells)} image{'s' * (len(cells) != 1)} of {num_classes} "
+         f"class{'es' * (num_classes != 1)} \u00b7 {span} \u00b7 "
+         f"page {page_index + 1} of {plan.num_pages}", _MUTED),
+    ] + ([(note, _ALERT)] if note else [])
+    y = _MARGIN
+    for text, colour in texts:
+      draw.text((_MARGIN, y), elide(text, title_font, page_width - 2 * _MARGIN),
+                font=title_font, fill=colour)
+      y += line(title_font)
+    for p in plan.placed:
+      if p.page != page_index:
+        continue
+      x0 = _MARGIN + p.column * (cell_width + _GAP)
+      y0 = header_height + p.row * (cell_height + _GAP)
+      _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
+                 name_font, small_font, line(name_font), show_rank)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", optimize=False, compress_level=6)
+    pages.append(buffer.getvalue())
+  return pages
+
+
+def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
+               cell_width: int, cell_height: int, name_font, small_font,
+               name_line: int, show_rank: bool) -> None:
+  cell = placed.cell
+  draw.rectangle((x0, y0, x0 + cell_width - 1, y0 + cell_height - 1),
+                 fill=_TINTS[placed.group % 2])
+  well = (x0 + _PAD, y0 + _PAD, x0 + _PAD + cell_size - 1, y0 + _PAD + cell_size - 1)
+  draw.rectangle(well, fill=_IMAGE_WELL)
+  image = thumbnail(cell.image, cell_size)
+  if image is None:
+    draw.line(well, fill=_ALERT, width=2)
+    draw.line((well[0], well[3], well[2], well[1]), fill=_ALERT, width=2)
+    message = elide("cannot decode", small_font, cell_size - 8)
+    left, top, right, bottom = draw.textbbox((0, 0), message, font=small_font)
+    tx = well[0] + (cell_size - (right - left)) // 2
+    ty = well[1] + (cell_size - (bottom - top)) // 2
+    draw.rectangle((tx - 3, ty - 3 + top, tx + right - left + 3, ty + bottom + 3),
+                   fill=_BACKGROUND)
+    draw.text((tx - left, ty), message, font=small_font, fill=_ALERT)
+  else:
+    sheet.paste(image, (x0 + _PAD + (cell_size - image.width) // 2,
+                        y0 + _PAD + (cell_size - image.height) // 2))
+  text_x = x0 + _PAD
+  text_y = y0 + 2 * _PAD + cell_size
+  room = cell_width - 2 * _PAD
+  draw.text((text_x, text_y), elide(cell.class_name, name_font, room),
+            font=name_font, fill=_TEXT)
+  detail = f"label {cell.label}" + (f" \u00b7 #{cell.rank}" if show_rank else "")
+  draw.text((text_x, text_y + name_line), elide(detail, small_font, room),
+            font=small_font, fill=_MUTED)
+
+
+# --- Beam -------------------------------------------------------------------
+
+
+def cell_order(cell: SheetCell) -> Tuple[int, int]:
+  return (cell.label, cell.rank)
+
+
+def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
+  """DecodedImage -> SheetCell holding a small PNG (drops the big bytes)."""
+  return SheetCell(image.class_name, image.label, image.rank,
+                   thumbnail_png(image.encoded, cell_size))
+
+
+def cap_note(shown: int, total: int, max_per_class: int, max_cells: int) -> Optional[str]:
+  if shown >= total:
+    return None
+  return (f"showing {shown} of {total} images: the first {max_per_class} per "
+          f"class, at most {max_cells} in all")
+
+
+def write_pages(output_dir: str, pages: Sequence[bytes],
+                first: str = SHEET_FILE) -> List[str]:
+  """Writes the pages atomically and removes pages left by an older, longer
+  sheet; returns the paths written."""
+  from transforms.writing import write_file_atomically
+  names = page_file_names(len(pages), first)
+  paths = []
+  for name, data in zip(names, pages):
+    path = FileSystems.join(output_dir, name)
+    write_file_atomically(path, [data])
+    paths.append(path)
+  stem, ext = os.path.splitext(first)
+  pattern = FileSystems.join(output_dir, f"{stem}-*{ext or '.png'}")
+  stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list
+           if is_extra_page(FileSystems.split(m.path)[1], first)
+           and FileSystems.split(m.path)[1] not in names]
+  if stale:
+    FileSystems.delete(stale)
+  return paths
+
+
+class RenderAndWriteSheet(beam.DoFn):
+  """[SheetCell] (one list, with the image count as a side input) -> page paths."""
+
+  def __init__(self, output_dir: str, cell_size: int, max_per_class: int,
+               max_cells: int, title: str):
+    self._output_dir = output_dir
+    self._cell_size = cell_size
+    self._max_per_class = max_per_class
+    self._max_cells = max_cells
+    self._title = title
+
+  def process(self, cells: List[SheetCell], total: int) -> Iterator[str]:
+    note = cap_note(len(cells), total, self._max_per_class, self._max_cells)
+    pages = render_contact_sheet(cells, cell_size=self._cell_size,
+                                 title=self._title, note=note)
+    yield from write_pages(self._output_dir, pages)
+
+
+class WriteContactSheet(beam.PTransform):
+  """PCollection[DecodedImage] -> PCollection[str]: the page paths, once written.
+
+  Only the first `max_per_class` images of each class and the first
+  `max_cells` cells (label, rank order) reach the one worker that renders.
+  """
+
+  def __init__(self, output_dir: str, max_per_class: int = DEFAULT_MAX_PER_CLASS,
+               max_cells: int = DEFAULT_MAX_CELLS,
+               cell_size: int = DEFAULT_CELL_SIZE,
+               title: str = "exemplar contact sheet"):
+    super().__init__()
+    if max_per_class < 1 or max_cells < 1:
+      raise ValueError("max_per_class and max_cells must be >= 1")
+    self._output_dir = output_dir
+    self._max_per_class = max_per_class
+    self._max_cells = max_cells
+    self._cell_size = cell_size
+    self._title = title
+
+  def expand(self, images):
+    max_per_class = self._max_per_class
+    total = images | "CountImages" >> beam.combiners.Count.Globally()
+    return (
+        images
+        | "FirstPerClass" >> beam.Filter(lambda image: image.rank < max_per_class)
+        | "Thumbnail" >> beam.Map(to_thumbnail_cell, self._cell_size)
+        # SheetCell with a small PNG
+        | "FirstCells" >> beam.combiners.Top.Smallest(self._max_cells, key=cell_order)
+        # [SheetCell]: one list, label-rank order
+        | "RenderAndWrite" >> beam.ParDo(
+            RenderAndWriteSheet(self._output_dir, self._cell_size,
+                                self._max_per_class, self._max_cells, self._title),
+            total=beam.pvalue.AsSingleton(total))
+        # page paths
+    )
