@@ -8,19 +8,23 @@ With no --input_dir it runs on the embedded demo tree. Exit codes: 0 done,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
+import traceback
 from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import assemble, runners
-from pipeline.options import ExemplarConfig, UsageError, parse_args
+from pipeline.options import ExemplarConfig, UsageError, first_line, parse_args
 from transforms import commit, listing, metadata
 
 _LOGGER = logging.getLogger("exemplar")
@@ -52,15 +56,43 @@ def make_pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
   return options
 
 
+# Beam counters that hold the time each stage spent, summed over workers.
+STAGE_COUNTERS = (("list and sample", "listing_msec"), ("decode", "decode_msec"),
+                  ("write shards", "write_msec"))
+
+
+@dataclasses.dataclass
+class RunOutcome:
+  state: str
+  counters: Dict[str, int]
+  summary: Optional[Dict]  # None when the runner did not run the job here
+
+
 def run(config: ExemplarConfig, plan: assemble.RunPlan,
-        beam_args: Sequence[str]) -> Dict:
-  """Runs the job to completion and returns the run summary."""
+        beam_args: Sequence[str]) -> RunOutcome:
+  """Runs the job to completion; returns its state, counters and summary."""
   options = make_pipeline_options(beam_args)
-  runner_name = options.view_as(StandardOptions).runner
-  runner = runners.resolve_runner(runner_name)
-  with beam.Pipeline(runner=runner, options=options) as p:
-    assemble.build(p, config, plan)
-  return read_summary(plan.output_dir)
+  runner = runners.resolve_runner(options.view_as(StandardOptions).runner)
+  p = beam.Pipeline(runner=runner, options=options)
+  assemble.build(p, config, plan)
+  result = p.run()
+  state = str(result.wait_until_finish() or result.state)
+  summary = (read_summary(plan.output_dir)
+             if commit.is_finished(plan.output_dir) else None)
+  return RunOutcome(state, collect_counters(result), summary)
+
+
+def collect_counters(result) -> Dict[str, int]:
+  """exemplar's Beam counters (committed values where the runner has them)."""
+  try:
+    query = result.metrics().query(MetricsFilter().with_namespace("exemplar"))
+  except Exception:  # noqa: BLE001 - some runners report no metrics
+    return {}
+  counters: Dict[str, int] = {}
+  for counter in query.get("counters", []):
+    value = counter.committed if counter.committed is not None else counter.attempted
+    counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (value or 0)
+  return counters
 
 
 def read_summary(output_dir: str) -> Dict:
@@ -68,10 +100,29 @@ def read_summary(output_dir: str) -> Dict:
     return json.loads(f.read().decode("utf-8"))
 
 
-def report(summary: Dict, output_dir: str, seconds: float) -> str:
-  text = metadata.summary_text(summary, limit=30)
-  return (text + f"\nwrote {summary['num_examples']} images in "
-          f"{len(summary['shards'])} shard(s) to {output_dir} in {seconds:.1f} s\n")
+def report(outcome: RunOutcome, output_dir: str, seconds: float) -> str:
+  """The closing lines: per-class table, time per stage, where the output is."""
+  if outcome.summary is None:
+    return (f"job state {outcome.state}; no finished dataset in {output_dir} "
+            f"yet (the runner may still be running it)\n")
+  summary = outcome.summary
+  lines = [metadata.summary_text(summary, limit=30)]
+  stages = [(name, outcome.counters[key] / 1000.0)
+            for name, key in STAGE_COUNTERS if key in outcome.counters]
+  if stages:
+    lines.append("time per stage (summed over workers): " + ", ".join(
+        f"{name} {secs:.1f} s" for name, secs in stages))
+  lines.append(f"wrote {summary['num_examples']} images in "
+               f"{len(summary['shards'])} shard(s) to {output_dir} in {seconds:.1f} s")
+  return "\n".join(lines) + "\n"
+
+
+def failure_log(error: BaseException) -> str:
+  """Writes the traceback to a file; returns its path."""
+  handle, path = tempfile.mkstemp(prefix="exemplar-failure-", suffix=".log")
+  with os.fdopen(handle, "w") as f:
+    traceback.print_exception(type(error), error, error.__traceback__, file=f)
+  return path
 
 
 def configure_logging() -> None:
@@ -95,8 +146,14 @@ def main(argv: Optional[List[str]] = None) -> int:
   _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
                config.samples_per_class, len(plan.class_names), plan.input_dir)
   started = time.monotonic()
-  summary = run(config, plan, beam_args)
-  print(report(summary, plan.output_dir, time.monotonic() - started))
+  try:
+    outcome = run(config, plan, beam_args)
+  except Exception as e:  # noqa: BLE001 - one line for people, the rest in a file
+    print(f"exemplar: error: the job failed: {first_line(e)} "
+          f"(traceback in {failure_log(e)}; {plan.output_dir} holds no finished "
+          "dataset)", file=sys.stderr)
+    return 1
+  print(report(outcome, plan.output_dir, time.monotonic() - started))
   return 0
 
 

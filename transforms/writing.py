@@ -15,6 +15,7 @@ on runners that run set-up more than once (DaskRunner).
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
+from transforms import progress
 from transforms.decoding import DecodedImage, ImageSettings
 
 DATASET_NAME = "exemplar"
@@ -147,10 +149,12 @@ class WriteShard(beam.DoFn):
     self._settings = settings
     self._shards = Metrics.counter("exemplar", "shards_written")
     self._examples = Metrics.counter("exemplar", "examples_written")
+    self._msec = Metrics.counter("exemplar", "write_msec")
 
   def process(self, element: Tuple[Tuple[int, int], Iterable[DecodedImage]]
               ) -> Iterator[ShardInfo]:
     (index, num_shards), images = element
+    started = time.monotonic()
     ordered = sorted(images, key=lambda i: (i.label, i.rank))
     name = shard_file_name(index, num_shards)
     num_bytes = write_file_atomically(
@@ -158,6 +162,8 @@ class WriteShard(beam.DoFn):
         tfrecord_bytes(serialize_example(i, self._settings) for i in ordered))
     self._shards.inc()
     self._examples.inc(len(ordered))
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("shards written")
     yield ShardInfo(index, name, len(ordered), num_bytes, [
         ManifestRow(i.class_name, i.label, i.rank, i.relative_path,
                     i.source_path, i.sha256, i.source_height, i.source_width,
