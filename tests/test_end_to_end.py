@@ -43,3 +43,26 @@ def test_cli_run_reads_back_through_load_dataset_and_tfds(small_tree, tmp_path, 
   assert open(os.path.join(out, "class_names.txt")).read() == "apple\nbanana\ncherry\n"
   assert os.path.exists(os.path.join(out, "_SUCCESS"))
   assert not any(name.startswith(".") for name in os.listdir(out))
+
+
+def test_default_and_direct_runner_never_try_prism(small_tree, tmp_path):
+  """Beam 2.77's DirectRunner tries Prism first, which downloads a binary; ours
+  must not, whether the runner is left out or named DirectRunner."""
+  import subprocess
+  import sys
+  code = (
+      "import sys\n"
+      "from pipeline.main import main\n"
+      "for i, extra in enumerate([[], ['--runner', 'DirectRunner']]):\n"
+      f"  assert main(['--input_dir', {small_tree!r}, '--output_dir', "
+      f"{str(tmp_path)!r} + '/out%d' % i, '--image_size', '8', '8'] + extra) == 0\n"
+      "bad = [m for m in sys.modules if 'prism' in m]\n"
+      "assert not bad, bad\n"
+      "print('no prism')\n")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "no prism" in done.stdout
+  first = open(os.path.join(tmp_path, "out0", "exemplar-train.tfrecord-00000-of-00001"), "rb").read()
+  second = open(os.path.join(tmp_path, "out1", "exemplar-train.tfrecord-00000-of-00001"), "rb").read()
+  assert first == second
