@@ -420,6 +420,12 @@ def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
                    thumbnail_png(image.encoded, cell_size))
 
 
+def sheet_title(output_dir: str, seed, samples_per_class) -> str:
+  """The header both the pipeline and exemplar-inspect put on a sheet."""
+  return (f"exemplar \u00b7 {output_dir} \u00b7 seed {seed} \u00b7 "
+          f"{samples_per_class} per class")
+
+
 def cap_note(shown: int, total: int, max_per_class: int, max_cells: int) -> Optional[str]:
   if shown >= total:
     return None
