@@ -7,22 +7,30 @@ user would give for "run it here" (none, DirectRunner, local) all mean the
 FnApiRunner. `--direct_num_workers N --direct_running_mode multi_processing`
 still spreads the work over N local processes.
 
-`DaskRunner` is Beam's own runner for Dask (`--dask_client_address` points it
-at a scheduler). Every other name is handed to Beam unchanged (DataflowRunner,
-PortableRunner, FlinkRunner, SparkRunner, ...).
+`DaskRunner` (or `dask`) runs on a Dask cluster (`--dask_client_address
+HOST:PORT` points at its scheduler; without it a LocalCluster is started). It
+is Beam's own DaskRunner with the fixes in `FixedDaskRunner`. Every other name
+is handed to Beam unchanged (DataflowRunner, PortableRunner, FlinkRunner,
+SparkRunner, ...).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from apache_beam.runners.runner import PipelineRunner
 
 LOCAL_RUNNER_NAMES = {"", "local", "direct", "directrunner", "fnapirunner"}
+DASK_RUNNER_NAMES = {"dask", "daskrunner"}
 
 
 def is_local(runner_name: Optional[str]) -> bool:
   return (runner_name or "").strip().lower() in LOCAL_RUNNER_NAMES
+
+
+def is_dask(runner_name: Optional[str]) -> bool:
+  return (runner_name or "").strip().lower() in DASK_RUNNER_NAMES
 
 
 def resolve_runner(runner_name: Optional[str]) -> Union[PipelineRunner, str]:
@@ -31,7 +39,212 @@ def resolve_runner(runner_name: Optional[str]) -> Union[PipelineRunner, str]:
   if is_local(name):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
-  if name.lower() in ("daskrunner", "dask"):
-    from apache_beam.runners.dask.dask_runner import DaskRunner
-    return DaskRunner()
+  if is_dask(name):
+    return FixedDaskRunner()
   return name
+
+
+# --- Dask -------------------------------------------------------------------
+#
+# Beam 2.77's DaskRunner translates each Beam transform into a dask.bag step,
+# but three things in that translation break real pipelines (all measured on
+# a `dask scheduler` + two `dask worker` processes):
+#   1. A ParDo with tagged outputs puts every output in one bag, so each
+#      consumer of one tag also gets the other tags' elements (exemplar's
+#      failures side input received the decoded images).
+#   2. A side input is computed inside the consuming task by a nested
+#      `list(bag)`: the whole upstream graph runs again once per side input,
+#      out of the scheduler's sight (a sink's set-up and writes run several
+#      times; Beam's WriteToText fails at finalize because of it).
+#   3. Only the last transform visited is computed; other leaves never run.
+# `FixedDaskRunner` keeps Beam's translation of Create, GroupByKey and Flatten
+# and replaces the ParDo step and the wiring: every output PCollection gets a
+# bag of its own elements, side inputs are ordinary graph dependencies
+# (computed once, retried by the scheduler like any task when a worker dies),
+# and every leaf is computed.
+
+
+def _imports():
+  """Beam's Dask runner modules (dask is an optional extra)."""
+  from apache_beam.runners.dask import dask_runner, overrides, transform_evaluator
+  return dask_runner, overrides, transform_evaluator
+
+
+def _flatten_lists(parts) -> List[Any]:
+  return [element for part in parts for element in part]
+
+
+def _tag_of(pair: Tuple[Optional[str], Any]) -> Optional[str]:
+  return pair[0]
+
+
+def _value_of(pair: Tuple[Optional[str], Any]) -> Any:
+  return pair[1]
+
+
+class _HasTag:
+  """A picklable predicate: does a (tag, value) pair carry `tag`?"""
+
+  def __init__(self, tag: Optional[str]):
+    self.tag = tag
+
+  def __call__(self, pair) -> bool:
+    return pair[0] == self.tag
+
+
+def run_dofn_on_partition(elements, do_fn, label: str, window_fn,
+                          args: Sequence, kwargs: Dict,
+                          side_specs: Sequence, *side_values) -> List[Tuple]:
+  """One Dask partition = one Beam bundle: runs `do_fn` over `elements`.
+
+  Returns (tag, value) pairs, tag None for the main output. Everything is
+  built here, in the task, so no state is shared between partitions.
+  """
+  from apache_beam import DoFn
+  from apache_beam.runners.common import (DoFnContext, DoFnInvoker,
+                                          DoFnSignature, Receiver,
+                                          _OutputHandler)
+  from apache_beam.transforms.sideinputs import SideInputMap
+  _, _, evaluator = _imports()
+
+  results: List[Tuple] = []
+
+  class TagReceiver(Receiver):
+    def __init__(self, tag):
+      self.tag = tag
+
+    def receive(self, windowed_value):
+      results.append((self.tag, windowed_value.value))
+
+  class Receivers(dict):
+    def __missing__(self, tag):
+      self[tag] = TagReceiver(tag)
+      return self[tag]
+
+  receivers = Receivers()
+  side_inputs = [
+      SideInputMap(view_class, view_options,
+                   [evaluator.get_windowed_value(v, None) for v in values])
+      for (view_class, view_options), values in zip(side_specs, side_values)]
+  invoker = DoFnInvoker.create_invoker(
+      DoFnSignature(do_fn),
+      _OutputHandler(
+          window_fn=window_fn, main_receivers=receivers[None],
+          tagged_receivers=receivers, per_element_output_counter=None,
+          output_batch_converter=None, process_yields_batches=False,
+          process_batch_yields_elements=False),
+      context=DoFnContext(label, state=None), side_inputs=side_inputs,
+      input_args=list(args), input_kwargs=dict(kwargs),
+      user_state_context=None, bundle_finalizer_param=DoFn.BundleFinalizerParam())
+  invoker.invoke_setup()
+  invoker.invoke_start_bundle()
+  for element in elements:
+    invoker.invoke_process(evaluator.get_windowed_value(element, window_fn))
+  invoker.invoke_finish_bundle()
+  invoker.invoke_teardown()
+  return results
+
+
+@dataclasses.dataclass
+class _BagBuilder:
+  """Pipeline visitor: one dask bag per PCollection."""
+  bag_kwargs: Dict
+  bags: Dict[Any, Any] = dataclasses.field(default_factory=dict)
+  consumed: set = dataclasses.field(default_factory=set)
+
+  def visit(self, node) -> None:
+    from apache_beam import ParDo, pvalue
+    _, _, evaluator = _imports()
+    inputs = [pc for pc in node.inputs if not isinstance(pc, pvalue.PBegin)]
+    self.consumed.update(id(pc) for pc in inputs)
+    self.consumed.update(id(si.pvalue) for si in node.side_inputs)
+    input_bags = [self.bags[id(pc)] for pc in inputs if id(pc) in self.bags]
+    if node.transform.__class__ is ParDo:
+      self._par_do(node, input_bags[0])
+      return
+    op_class = evaluator.TRANSLATIONS.get(node.transform.__class__, evaluator.NoOp)
+    op = op_class(node, bag_kwargs=self.bag_kwargs)
+    if isinstance(op, evaluator.Flatten):
+      bag = op.apply(input_bags)
+    else:
+      bag = op.apply(input_bags[0] if input_bags else None)
+    for output in node.outputs.values():
+      self.bags[id(output)] = bag
+
+  def _par_do(self, node, input_bag) -> None:
+    transform = node.transform
+    args, kwargs = transform.raw_side_inputs
+    main_input = next(iter(node.main_inputs.values()))
+    window_fn = getattr(getattr(main_input, "windowing", None), "windowfn", None)
+    side_specs, side_values = [], []
+    for si in node.side_inputs:
+      side_specs.append((type(si), si._view_options()))
+      side_values.append(self.bags[id(si.pvalue)].reduction(list, _flatten_lists))
+    tagged = input_bag.map_partitions(
+        run_dofn_on_partition, transform.fn, node.full_label, window_fn,
+        list(args), dict(kwargs), side_specs, *side_values)
+    outputs = node.outputs
+    for tag, output in outputs.items():
+      bag = tagged if len(outputs) == 1 else tagged.filter(_HasTag(tag))
+      self.bags[id(output)] = bag.map(_value_of)
+
+  def leaves(self, pipeline) -> List[Any]:
+    """The bags of PCollections nothing consumes (the pipeline's ends)."""
+    seen, leaves = set(), []
+    for key, bag in self.bags.items():
+      if key not in self.consumed and bag is not None and bag.name not in seen:
+        seen.add(bag.name)
+        leaves.append(bag)
+    return leaves
+
+
+def _make_runner_class():
+  dask_runner, overrides, _ = _imports()
+  from apache_beam.pipeline import PipelineVisitor
+
+  class _Visitor(PipelineVisitor):
+    def __init__(self, builder: _BagBuilder):
+      self.builder = builder
+
+    def visit_transform(self, node) -> None:
+      self.builder.visit(node)
+
+  @dataclasses.dataclass
+  class ClosingResult(dask_runner.DaskRunnerResult):
+    """Closes the Dask client (and a LocalCluster it started) when done."""
+
+    def wait_until_finish(self, duration=None) -> str:
+      try:
+        return super().wait_until_finish(duration)
+      finally:
+        self.client.close()
+
+  class _FixedDaskRunner(dask_runner.DaskRunner):
+    """Beam's DaskRunner with the fixes described above."""
+
+    def run_pipeline(self, pipeline, options):
+      import dask
+      import dask.distributed as ddist
+      dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(
+          drop_default=True, current_only=True)
+      bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
+      pipeline.replace_all(overrides.dask_overrides())
+      builder = _BagBuilder(bag_kwargs)
+      pipeline.visit(_Visitor(builder))
+      leaves = builder.leaves(pipeline)
+      client = ddist.Client(**dask_options)
+      futures = client.compute(list(dask.optimize(*leaves)))
+      return ClosingResult(client, futures)
+
+  return _FixedDaskRunner
+
+
+_RUNNER_CLASS = None
+
+
+def FixedDaskRunner() -> PipelineRunner:  # noqa: N802 - a class factory
+  """A new instance of the fixed DaskRunner (imports dask on first use)."""
+  global _RUNNER_CLASS
+  if _RUNNER_CLASS is None:
+    _RUNNER_CLASS = _make_runner_class()
+  return _RUNNER_CLASS()

@@ -107,10 +107,34 @@ def serialize_example(image: DecodedImage, settings: ImageSettings) -> bytes:
 
 
 def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:
-  """Writes `chunks` to `path` via a temporary name; returns bytes written."""
+  """Writes `chunks` to `path` all or nothing; returns the bytes written.
+
+  On gs:// the object is written directly: it only appears when its upload
+  completes, and a failed upload is cancelled, so nothing partial or temporary
+  is ever visible (a GCS rename is a batched copy + delete: twice the traffic,
+  and emulators lack batch requests). Every other file system gets a hidden
+  temporary name beside `path`, renamed into place once whole. A second
+  attempt of the same write (a retry, a lost worker's task) replaces the file
+  with the same bytes.
+  """
+  written = 0
+  if FileSystems.get_scheme(path) == "gs":
+    f = FileSystems.create(path)
+    try:
+      for chunk in chunks:
+        f.write(chunk)
+        written += len(chunk)
+    except BaseException:
+      # close() would publish what was uploaded so far; terminate() cancels.
+      try:
+        getattr(f, "_file", f).terminate()  # a CompressedFile wraps the writer
+      except Exception:  # noqa: BLE001 - the upload is abandoned either way
+        pass
+      raise
+    f.close()
+    return written
   directory, name = FileSystems.split(path)
   temp_path = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
-  written = 0
   try:
     with FileSystems.create(temp_path) as f:
       for chunk in chunks:
