@@ -598,8 +598,11 @@ def scan(dataset: Dataset, on_record: Callable[[str, int, bytes], None],
   return count
 
 
-def run(args: InspectArgs, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: InspectArgs, out: Optional[TextIO] = None,
+        err: Optional[TextIO] = None) -> int:
   """Runs the command; returns the exit code. Raises UsageError/DatasetError."""
+  out = out or sys.stdout
+  err = err or sys.stderr
   dataset = open_dataset(args.output_dir)
   out.write(describe(dataset, args.max_rows))
   if not (args.verify or args.contact_sheet):
