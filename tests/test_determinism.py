@@ -106,6 +106,16 @@ def test_picks_are_the_seeded_bottom_k(tree, default_run):
       "apple\nbanana\ncherry\ndate\n")
 
 
+def test_load_dataset_file_paths_follow_record_order_across_shards(default_run):
+  from pipeline import load_dataset
+  ds = load_dataset(default_run)
+  in_records = [r["image/filename"].bytes_list.value[0].decode()
+                for shard in records(default_run).values() for r in shard]
+  assert len(in_records) == 3 * K + 1
+  assert ds.file_paths == in_records
+  assert len(list(ds)) == len(in_records) == len(manifest(default_run))
+
+
 def test_k_larger_than_a_class_gives_all_its_files_and_lists_it_short(tree, default_run):
   rows = manifest(default_run)
   assert [r["relative_path"] for r in rows if r["class_name"] == "date"] == [
