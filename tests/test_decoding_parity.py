@@ -133,6 +133,8 @@ SETTINGS = [
     pytest.param((2 * WIDE[0], 2 * WIDE[1]), "nearest", False, "rgb", set(),
                  id="nearest-rgb-2x", marks=NEAREST_BUG),
     pytest.param((30, 30), "bicubic", True, "rgb", set(), id="bicubic-crop-rgb"),
+    pytest.param((40, 16), "area", True, "rgb", set(), id="area-crop-tall-rgb"),
+    pytest.param((19, 45), "lanczos3", False, "rgb", set(), id="lanczos3-rgb"),
     pytest.param((24, 40), "bilinear", False, "grayscale", GIF_BMP_CMYK,
                  id="bilinear-grayscale"),
     pytest.param((24, 40), "bilinear", False, "rgba", JPEG_GIF, id="bilinear-rgba"),
