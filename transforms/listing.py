@@ -16,6 +16,7 @@ trees of millions of files.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import posixpath
@@ -105,34 +106,66 @@ def walk_class_folder(root: str, class_name: str) -> Iterator[str]:
   """
   root = normalize_root(root)
   if is_local(root):
-    yield from _walk_local(os.path.join(root, class_name), class_name)
-  else:
-    yield from _walk_remote(root, class_name)
+    return _walk_local(os.path.join(root, class_name), class_name)
+  return _walk_remote(root, class_name)
+
+
+# Paths of one folder are handed on in lists of at most this many, so a flat
+# folder of millions of files never sits in memory whole.
+LOCAL_CHUNK = 4096
 
 
 def _walk_local(folder: str, relative_folder: str) -> Iterator[str]:
+  # chain.from_iterable flattens the per-folder lists in C: no generator
+  # resumption per file (listing costs ~1 us per file; every 50 ns counts).
+  return itertools.chain.from_iterable(_scan_local(folder, relative_folder))
+
+
+def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
+  """Yields lists of the relative image paths below `folder`, folder by folder.
+
+  The type checks are ordered so a plain file costs no system call: DirEntry
+  answers is_file / is_dir / is_symlink from the directory listing itself, and
+  is_file() only stats a link's target. The rules are those of the loop
+  this replaced: a visible entry that is a folder (not a link) is walked; one
+  with an image extension that is a file or any link (a dangling one too, so
+  decoding records it) is listed.
+  """
   stack = [(folder, relative_folder)]
   while stack:
     path, relative = stack.pop()
+    prefix = relative + "/"
     try:
-      entries = list(os.scandir(path))
+      entries = os.scandir(path)
     except OSError as e:
       _LOGGER.warning("Skipping folder %s: %s", path, e)
       continue
-    for entry in entries:
-      name = entry.name
-      if name.startswith("."):
-        continue
+    files: List[str] = []
+    append = files.append
+    with entries:
       try:
-        if entry.is_dir(follow_symlinks=False):
-          stack.append((entry.path, relative + "/" + name))
-        elif name.lower().endswith(IMAGE_EXTENSIONS) and (
-            entry.is_file() or entry.is_symlink()):
-          # A dangling link is listed, so decoding records it as unreadable
-          # instead of it vanishing silently.
-          yield relative + "/" + name
-      except OSError as e:  # a dangling link or a vanished entry
-        _LOGGER.warning("Skipping %s: %s", entry.path, e)
+        for entry in entries:
+          name = entry.name
+          if name[0] == ".":
+            continue
+          try:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+              if entry.is_file() or entry.is_symlink():
+                append(prefix + name)
+                if len(files) >= LOCAL_CHUNK:
+                  yield files
+                  files = []
+                  append = files.append
+              elif entry.is_dir():
+                stack.append((entry.path, prefix + name))
+            elif entry.is_dir() and not entry.is_symlink():
+              stack.append((entry.path, prefix + name))
+          except OSError as e:  # a vanished entry or an unreadable link
+            _LOGGER.warning("Skipping %s: %s", entry.path, e)
+      except OSError as e:  # the folder failed mid-listing
+        _LOGGER.warning("Stopped listing folder %s: %s", path, e)
+    if files:
+      yield files
 
 
 def _walk_remote(root: str, class_name: str) -> Iterator[str]:
