@@ -173,7 +173,9 @@ class _BagBuilder:
 
   def _par_do(self, node, input_bag) -> None:
     transform = node.transform
-    args, kwargs = transform.raw_side_inputs
+    # Side inputs stand as ArgumentPlaceholders in args and kwargs, filled in
+    # order from node.side_inputs by the DoFn invoker.
+    args, kwargs = transform.args, transform.kwargs
     main_input = next(iter(node.main_inputs.values()))
     window_fn = getattr(getattr(main_input, "windowing", None), "windowfn", None)
     side_specs, side_values = [], []

@@ -1,0 +1,285 @@
+"""The same input and seed give byte-identical datasets on every runner.
+
+Runners: Beam's in-process FnApiRunner (the default), its multi-process mode,
+the PortableRunner with the embedded job service, and a real Dask cluster: a
+`dask scheduler` and two `dask worker` processes on 127.0.0.1, started here
+with the `dask` CLI beside this Python, one of which is killed mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+import pytest
+
+from tests.conftest import make_tree, run_cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DASK_CLI = os.path.join(os.path.dirname(sys.executable), "dask")
+START_TIMEOUT = 60.0
+# What must be byte-identical across runners (summary.json names the output
+# folder and the TFT SavedModel embeds random ids, so they are not compared).
+COMPARED = ("manifest.csv", "class_names.txt", "errors.csv")
+RUN_FLAGS = ["--samples_per_class", "3", "--seed", "11", "--image_size", "24", "32",
+             "--num_shards", "3"]
+
+
+def dataset_files(out: str) -> Dict[str, bytes]:
+  """The shards and the compared metadata of an output folder, by name."""
+  names = sorted(n for n in os.listdir(out)
+                 if n.startswith("exemplar-train.tfrecord-") or n in COMPARED)
+  files = {}
+  for name in names:
+    with open(os.path.join(out, name), "rb") as f:
+      files[name] = f.read()
+  return files
+
+
+def assert_clean(out: str) -> None:
+  """A finished dataset and no temporary or staging file anywhere below it."""
+  assert os.path.exists(os.path.join(out, "_SUCCESS"))
+  leftovers = [os.path.join(root, name)
+               for root, dirs, files in os.walk(out)
+               for name in dirs + files if name.startswith(".")]
+  assert leftovers == []
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> str:
+  root = str(tmp_path_factory.mktemp("runners") / "images")
+  make_tree(root, {"ant": 6, "bee": 5, "cat": 7, "dog": 4}, seed=3, size=(48, 64))
+  return root
+
+
+@pytest.fixture(scope="module")
+def reference(tree, tmp_path_factory) -> Dict[str, bytes]:
+  """The dataset the default (in-process) runner writes."""
+  out = str(tmp_path_factory.mktemp("reference") / "out")
+  assert run_cli(["--input_dir", tree, "--output_dir", out, *RUN_FLAGS]) == 0
+  assert_clean(out)
+  files = dataset_files(out)
+  assert len([n for n in files if n.startswith("exemplar-train")]) == 3
+  assert files["class_names.txt"] == b"ant\nbee\ncat\ndog\n"
+  return files
+
+
+def run_on(tree: str, out: str, runner_flags: List[str]) -> Dict[str, bytes]:
+  assert run_cli(["--input_dir", tree, "--output_dir", out, *RUN_FLAGS,
+                  *runner_flags]) == 0
+  assert_clean(out)
+  return dataset_files(out)
+
+
+@pytest.mark.slow
+def test_multi_processing_direct_runner_is_byte_identical(tree, reference, tmp_path):
+  files = run_on(tree, str(tmp_path / "out"),
+                 ["--direct_num_workers", "2",
+                  "--direct_running_mode", "multi_processing"])
+  assert files == reference
+
+
+@pytest.mark.slow
+def test_portable_runner_embedded_is_byte_identical(tree, reference, tmp_path):
+  # LOOPBACK runs the SDK workers in this process; the default environment
+  # would be a Docker container (an image pull), which exemplar never needs.
+  files = run_on(tree, str(tmp_path / "out"),
+                 ["--runner", "PortableRunner", "--job_endpoint", "embed",
+                  "--environment_type", "LOOPBACK"])
+  assert files == reference
+
+
+# --- a real Dask cluster ----------------------------------------------------
+
+
+class DaskCluster:
+  """A `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.scheduler_file = os.path.join(workdir, "scheduler.json")
+    self.processes: Dict[str, subprocess.Popen] = {}
+    self.address: Optional[str] = None
+    self._log = open(os.path.join(workdir, "cluster.log"), "ab")
+
+  def _spawn(self, name: str, args: List[str]) -> None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    self.processes[name] = subprocess.Popen(
+        [DASK_CLI, *args], cwd=REPO, env=env, stdout=self._log,
+        stderr=subprocess.STDOUT, start_new_session=True)
+
+  def start(self, num_workers: int) -> None:
+    # Both time out on their own if this test process dies without stopping them.
+    self._spawn("scheduler", [
+        "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        "--scheduler-file", self.scheduler_file, "--idle-timeout", "600"])
+    deadline = time.monotonic() + START_TIMEOUT
+    while self.address is None:
+      self._check_alive("scheduler", deadline)
+      try:
+        with open(self.scheduler_file) as f:
+          self.address = json.load(f)["address"]
+      except (OSError, ValueError, KeyError):
+        time.sleep(0.1)
+    for i in range(num_workers):
+      self.add_worker(f"worker-{i}")
+    self.wait_for_workers(num_workers)
+
+  def add_worker(self, name: str) -> None:
+    self._spawn(name, [
+        "worker", self.address, "--name", name, "--nthreads", "1",
+        "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+        "--local-directory", self.workdir, "--death-timeout", "60"])
+
+  def client(self):
+    from distributed import Client
+    return Client(self.address, timeout=START_TIMEOUT)
+
+  def workers(self) -> Dict[str, Dict]:
+    """Worker name -> the scheduler's info on it (address, pid, ...)."""
+    with self.client() as client:
+      info = client.scheduler_info(n_workers=-1)["workers"]
+    return {w["name"]: dict(w, address=address) for address, w in info.items()}
+
+  def wait_for_workers(self, n: int) -> None:
+    with self.client() as client:
+      client.wait_for_workers(n, timeout=START_TIMEOUT)
+
+  def kill(self, name: str) -> None:
+    process = self.processes[name]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+  def _check_alive(self, name: str, deadline: float) -> None:
+    if self.processes[name].poll() is not None:
+      raise RuntimeError(f"dask {name} exited: see {self._log.name}")
+    if time.monotonic() > deadline:
+      raise TimeoutError(f"dask {name} did not start: see {self._log.name}")
+
+  def stop(self) -> None:
+    for process in self.processes.values():
+      if process.poll() is None:
+        process.terminate()
+    for process in self.processes.values():
+      try:
+        process.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    self._log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+  cluster = DaskCluster(str(tmp_path_factory.mktemp("dask")))
+  try:
+    cluster.start(num_workers=2)
+    yield cluster
+  finally:
+    cluster.stop()
+
+
+def dask_flags(cluster: DaskCluster) -> List[str]:
+  # Four partitions: the four classes list, decode and write on both workers.
+  return ["--runner", "DaskRunner", "--dask_client_address", cluster.address,
+          "--dask_npartitions", "4"]
+
+
+@pytest.mark.slow
+def test_fixed_dask_runner_splits_tagged_outputs_and_side_inputs(cluster):
+  """What Beam's own DaskRunner gets wrong: each tag's consumers see only it,
+  and a side input is a value computed once, not a nested job."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.testing.util import assert_that, equal_to
+
+  from pipeline.runners import resolve_runner
+
+  def split(n):
+    yield n if n % 2 == 0 else beam.pvalue.TaggedOutput("odd", n)
+
+  options = PipelineOptions(dask_flags(cluster)[2:])
+  with beam.Pipeline(runner=resolve_runner("DaskRunner"), options=options) as p:
+    parts = (p | beam.Create(range(10))
+             | "Split" >> beam.FlatMap(split).with_outputs("odd", main="even"))
+    odd_sum = parts.odd | "SumOdd" >> beam.CombineGlobally(sum)
+    shifted = parts.even | "AddOddSum" >> beam.Map(
+        lambda n, s: n + s, s=beam.pvalue.AsSingleton(odd_sum))
+    assert_that(parts.even, equal_to([0, 2, 4, 6, 8]), label="Even")
+    assert_that(parts.odd, equal_to([1, 3, 5, 7, 9]), label="Odd")
+    assert_that(shifted, equal_to([25, 27, 29, 31, 33]), label="Shifted")
+
+
+@pytest.mark.slow
+def test_dask_cluster_is_byte_identical(cluster, tree, reference, tmp_path):
+  files = run_on(tree, str(tmp_path / "out"), dask_flags(cluster))
+  assert files == reference
+
+
+def _executing(dask_worker) -> List[str]:
+  """Run on each worker: the keys of the tasks it is executing right now."""
+  return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+class WorkerKiller(threading.Thread):
+  """Kills a worker process by PID mid-run: once the first shard is in the
+  staging folder, the first worker seen executing a DoFn bundle."""
+
+  def __init__(self, cluster: DaskCluster, out: str, timeout: float):
+    super().__init__(daemon=True)
+    self.cluster = cluster
+    self.staging = os.path.join(out, ".exemplar-staging")
+    self.success = os.path.join(out, "_SUCCESS")
+    self.deadline = time.monotonic() + timeout
+    self.killed: Optional[str] = None
+    self.task: Optional[str] = None
+    self.finished_before_kill: Optional[bool] = None
+    self.error: Optional[BaseException] = None
+
+  def _shard_written(self) -> bool:
+    try:
+      return any(n.startswith("exemplar-train") for n in os.listdir(self.staging))
+    except OSError:
+      return False
+
+  def run(self) -> None:
+    try:
+      names = {info["address"]: name for name, info in self.cluster.workers().items()}
+      with self.cluster.client() as client:
+        while self.killed is None and time.monotonic() < self.deadline:
+          if self._shard_written():
+            for address, keys in client.run(_executing).items():
+              busy = [k for k in keys if "run_dofn_on_partition" in k]
+              if busy and address in names:
+                self.finished_before_kill = os.path.exists(self.success)
+                self.cluster.kill(names[address])
+                self.killed, self.task = names[address], busy[0]
+                return
+          time.sleep(0.02)
+    except BaseException as e:  # reported by the test
+      self.error = e
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_mid_run_output_is_unchanged(cluster, tree, reference,
+                                                        tmp_path):
+  if len(cluster.workers()) < 2:  # another test may have left one worker
+    cluster.add_worker(f"worker-extra-{time.monotonic_ns()}")
+    cluster.wait_for_workers(2)
+  out = str(tmp_path / "out")
+  killer = WorkerKiller(cluster, out, timeout=120)
+  killer.start()
+  files = run_on(tree, out, dask_flags(cluster))
+  killer.join(timeout=10)
+  assert killer.error is None
+  assert killer.killed is not None, "no worker was executing a DoFn bundle"
+  assert killer.finished_before_kill is False
+  assert killer.killed not in cluster.workers()  # it really died mid-run
+  assert len(cluster.workers()) == 1
+  assert files == reference
