@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import shutil
 
@@ -83,6 +82,15 @@ def test_a_folder_that_is_not_a_finished_dataset_is_exit_2(tmp_path, capsys, sma
     assert err.count("\n") == 1 and "no _SUCCESS" in err and folder in err
   code, _, err = inspect_cli([str(tmp_path), "--max_rows", "-1"], capsys)
   assert code == 2 and err.startswith("exemplar-inspect: error: argument --max_rows")
+
+
+def test_a_finished_dataset_with_unreadable_metadata_is_exit_1(tmp_path, capsys, small_dataset):
+  copy = str(tmp_path / "copy")
+  shutil.copytree(small_dataset, copy)
+  os.remove(os.path.join(copy, "summary.json"))
+  code, out, err = inspect_cli([copy], capsys)
+  assert code == 1 and out == ""
+  assert err.count("\n") == 1 and "cannot read" in err and "summary.json" in err
 
 
 def table_rows(out: str):
