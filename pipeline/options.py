@@ -167,7 +167,11 @@ def _config_defaults(data: Dict[str, Any], parser) -> Tuple[Dict[str, Any], List
         raise UsageError("config key 'pipeline_options' must be a mapping")
       beam_args.extend(_as_flags(value))
     elif key in known and key != "config":
-      if key == "image_size" and isinstance(value, (list, tuple)):
+      if key == "image_size":
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(isinstance(v, (bool, list, dict)) for v in value)):
+          raise UsageError(
+              f"config image_size must be a list of two integers [HEIGHT, WIDTH], got {value!r}")
         value = [str(v) for v in value]
       elif key == "class_names" and isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
@@ -236,7 +240,23 @@ def parse_args(argv: Sequence[str]) -> Tuple[ExemplarConfig, List[str]]:
   args, beam_args = parser.parse_known_args(argv)
   beam_args = config_beam_args + beam_args
   check_beam_args(beam_args)
+  check_runner(beam_args)
   return validate(args), beam_args
+
+
+def check_runner(beam_args: Sequence[str]) -> None:
+  """Raises UsageError unless --runner names a runner Beam (or we) know."""
+  from apache_beam.options.pipeline_options import StandardOptions
+  from apache_beam.runners.runner import create_runner
+  from pipeline import runners
+  name = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
+  try:
+    resolved = runners.resolve_runner(name)
+    if isinstance(resolved, str):
+      create_runner(resolved)
+  except (ValueError, ImportError) as e:
+    raise UsageError(f"--runner {name!r} is not a runner Beam knows: "
+                     f"{first_line(e)}") from None
 
 
 def _int(name: str, value, minimum: Optional[int] = None,

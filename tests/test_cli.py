@@ -154,9 +154,6 @@ def test_missing_config_file_raises_usage_error(tmp_path):
     parse_args(["--config", str(tmp_path / "nope.yaml")])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "options.py: a YAML image_size that is not a 2-item list (64, '128 96', "
-    "[1, 2, 3]) is indexed as a sequence and silently gives e.g. 6x4"))
 @pytest.mark.parametrize("value,meant", [("64", (64, 64)), ("'128 96'", (128, 96)),
                                          ("[1, 2, 3]", None)])
 def test_config_image_size_is_never_silently_misread(tmp_path, value, meant):
@@ -248,9 +245,6 @@ def test_console_script_exits_2_with_one_line(tmp_path, no_class_folders):
   assert not os.path.exists(out_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "main.py: an unknown --runner passes parse_args and fails inside run() with "
-    "a ValueError traceback and exit code 1"))
 def test_unknown_runner_is_a_usage_error(capsys, tmp_path):
   root = tmp_path / "tree" / "cat"
   root.mkdir(parents=True)

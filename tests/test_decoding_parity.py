@@ -121,17 +121,13 @@ def read_csv(path: str):
 GIF_BMP_CMYK = {"animated_gif", "rgb_bmp", "rgba_bmp", "cmyk_jpeg"}
 JPEG_GIF = {"rgb_jpeg", "gray_jpeg", "cmyk_jpeg", "animated_gif"}
 
-NEAREST_BUG = pytest.mark.xfail(strict=True, reason=(
-    "decoding.py: tf.image.resize keeps uint8 for 'nearest', so to_uint8's "
-    "clip_by_value(uint8, 0.0, 255.0) raises TypeError and the job fails"))
-
 SETTINGS = [
     # id, image_size, interpolation, crop_to_aspect_ratio, color_mode, expected failures
     pytest.param((24, 40), "bilinear", False, "rgb", set(), id="bilinear-rgb"),
     # At the source size bilinear is the identity: shows the raw decoded frame.
     pytest.param(WIDE, "bilinear", False, "rgb", set(), id="bilinear-rgb-source-size"),
     pytest.param((2 * WIDE[0], 2 * WIDE[1]), "nearest", False, "rgb", set(),
-                 id="nearest-rgb-2x", marks=NEAREST_BUG),
+                 id="nearest-rgb-2x"),
     pytest.param((30, 30), "bicubic", True, "rgb", set(), id="bicubic-crop-rgb"),
     pytest.param((40, 16), "area", True, "rgb", set(), id="area-crop-tall-rgb"),
     pytest.param((19, 45), "lanczos3", False, "rgb", set(), id="lanczos3-rgb"),
@@ -204,9 +200,6 @@ def test_pixels_equal_keras(format_tree, tmp_path, size, interpolation, crop,
       np.testing.assert_array_equal(ours[os.path.join(root, CLASS, name)], expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decoding.py: the errors.csv reason is the first line of the TF error "
-    "message, which for a tf.function is always 'Graph execution error:'"))
 def test_failure_reason_says_why(format_tree, tmp_path):
   root, _ = format_tree
   out = str(tmp_path / "out")

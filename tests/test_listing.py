@@ -135,9 +135,6 @@ def test_symlink_loop_does_not_hang(tmp_path):
   assert listed(root) == keras_indexed(root)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "listing.py _walk_local (since 24a8d81) lists every symlink with an image "
-    "extension, also one to a folder; Keras's os.walk treats it as a folder"))
 def test_folder_link_named_like_an_image_is_not_a_file(tmp_path):
   root = str(tmp_path / "tree")
   touch(root, "cat/a.jpg")

@@ -98,11 +98,14 @@ def _centre_crop_to_aspect(image, size):
 
 
 def to_uint8(image):
-  """Float pixels as Keras gives them -> the uint8 pixels exemplar stores.
+  """Pixels as Keras gives them -> the uint8 pixels exemplar stores.
 
   Rounds half to even and clips (bicubic and lanczos overshoot [0, 255]).
+  'nearest' resizing keeps uint8, which passes through unchanged.
   """
   import tensorflow as tf
+  if image.dtype == tf.uint8:
+    return image
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
@@ -143,6 +146,21 @@ class DecodeFailure(NamedTuple):
   reason: str
 
 
+def tf_error_reason(message: str, limit: int = 300) -> str:
+  """The cause in a TF error message, without tf.function's call-site noise.
+
+  A failure inside a tf.function reads "Graph execution error: / Detected at
+  node ... / File ... / <the cause> / [[{{node ...}}]]"; people want the cause.
+  """
+  for line in (message or "").splitlines():
+    line = line.strip()
+    if not line or line.startswith(("Graph execution error", "Detected at node",
+                                    "File ", "[[")):
+      continue
+    return line.split("\t [[")[0].strip()[:limit]
+  return first_line(message, limit)
+
+
 def first_line(message: str, limit: int = 300) -> str:
   line = (message or "").strip().splitlines()[0] if message and message.strip() else ""
   return line[:limit] or "unknown error"
@@ -155,6 +173,9 @@ def header_size(raw: bytes) -> Optional[Tuple[int, int]]:
   refused before TF would allocate its pixels.
   """
   from PIL import Image
+  # Pillow's own bomb check would raise before telling the size; ours is
+  # --max_pixels, applied by the caller.
+  Image.MAX_IMAGE_PIXELS = None
   try:
     with Image.open(io.BytesIO(raw)) as image:
       width, height = image.size
@@ -233,7 +254,7 @@ class ImageDecoder:
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
             tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
             tf.errors.DataLossError) as e:
-      return f"cannot decode: {first_line(e.message)}"
+      return f"cannot decode: {tf_error_reason(e.message)}"
     return DecodeResult(encoded.numpy(), int(height), int(width),
                         hashlib.sha256(raw).hexdigest())
 

@@ -128,8 +128,9 @@ def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
   answers is_file / is_dir / is_symlink from the directory listing itself, and
   is_file() only stats a link's target. The rules are those of the loop
   this replaced: a visible entry that is a folder (not a link) is walked; one
-  with an image extension that is a file or any link (a dangling one too, so
-  decoding records it) is listed.
+  with an image extension that is a file or a link to anything but a folder (a
+  dangling one too, so decoding records it) is listed; links to folders are
+  never followed, as in Keras's os.walk.
   """
   stack = [(folder, relative_folder)]
   while stack:
@@ -150,13 +151,13 @@ def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
             continue
           try:
             if name.lower().endswith(IMAGE_EXTENSIONS):
-              if entry.is_file() or entry.is_symlink():
+              if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
                 append(prefix + name)
                 if len(files) >= LOCAL_CHUNK:
                   yield files
                   files = []
                   append = files.append
-              elif entry.is_dir():
+              elif entry.is_dir(follow_symlinks=False):  # a folder named x.jpg
                 stack.append((entry.path, prefix + name))
             elif entry.is_dir() and not entry.is_symlink():
               stack.append((entry.path, prefix + name))
