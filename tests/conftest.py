@@ -22,8 +22,8 @@ def write_image(path: str, array: np.ndarray, fmt: str, **save_args) -> str:
 def noise_image(rng: np.random.Generator, height: int, width: int,
                 channels: int = 3) -> np.ndarray:
   """A smooth random image (noise would make JPEG sizes explode)."""
-  small = rng.integers(0, 256, size=(max(2, height // 8), max(2, width // 8), channels),
-                       dtype=np.uint8)
+  small = rng.integers(0, 256, size=(max(2, -(-height // 8)), max(2, -(-width // 8)),
+                                     channels), dtype=np.uint8)
   big = np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
   if channels == 1:
     return big[:, :, 0]
