@@ -194,6 +194,30 @@ class WriteShard(beam.DoFn):
                     name) for i in ordered])
 
 
+class KeyByShard(beam.DoFn):
+  """DecodedImage -> ((shard_index, num_shards), DecodedImage without raw bytes).
+
+  The shard layout is computed once per side-input value, not per image (with
+  every image kept that is millions of images times thousands of classes).
+  """
+
+  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
+               settings: ImageSettings):
+    self._fixed_num_shards = num_shards
+    self._class_names = list(class_names)
+    self._settings = settings
+    self._layout = None  # (planned dict, offsets, num_shards)
+
+  def process(self, image: DecodedImage, planned: Dict[str, int]):
+    if self._layout is None or self._layout[0] is not planned:
+      self._layout = (planned, class_offsets(planned, self._class_names),
+                      resolve_num_shards(self._fixed_num_shards, planned,
+                                         self._settings))
+    _, offsets, num_shards = self._layout
+    yield (shard_of(image, offsets, num_shards), num_shards), image._replace(
+        source_bytes=b"")
+
+
 class WriteShards(beam.PTransform):
   """PCollection[DecodedImage] -> PCollection[ShardInfo], one per shard written.
 
@@ -213,22 +237,15 @@ class WriteShards(beam.PTransform):
     self._planned = planned_per_class
 
   def expand(self, images):
-    class_names, settings = self._class_names, self._settings
-    fixed_num_shards = self._num_shards
-
-    def key_by_shard(image, planned):
-      num_shards = resolve_num_shards(fixed_num_shards, planned, settings)
-      offsets = class_offsets(planned, class_names)
-      shard = shard_of(image, offsets, num_shards)
-      return (shard, num_shards), image._replace(source_bytes=b"")
-
     return (
         images
-        | "KeyByShard" >> beam.Map(key_by_shard, planned=self._planned)
+        | "KeyByShard" >> beam.ParDo(
+            KeyByShard(self._num_shards, self._class_names, self._settings),
+            planned=self._planned)
         # ((shard_index, num_shards), DecodedImage)
         | "GroupByShard" >> beam.GroupByKey()
         # ((shard_index, num_shards), [DecodedImage])
-        | "WriteShard" >> beam.ParDo(WriteShard(self._output_dir, settings))
+        | "WriteShard" >> beam.ParDo(WriteShard(self._output_dir, self._settings))
         # ShardInfo
     )
 
