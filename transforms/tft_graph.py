@@ -10,17 +10,30 @@ Outputs:       image float32 [H, W, C], label int64 (-1 for an unknown class).
 Labels are the index in the sorted class list, embedded as a constant rather
 than computed with `tft.vocabulary`, whose order (by frequency, then
 reverse-lexicographic) would not match Keras's sorted-class ids.
+
+TFT writes through `tf.io.gfile`, whose GCS client is TensorFlow's own (no
+emulator support, its own credentials), and its Beam stages pass SavedModel
+paths between workers, so its scratch folder must be shared storage. Instead,
+one task builds the whole graph with TFT's own transforms in a small
+in-process pipeline on its worker's local disk, then copies the files to the
+output with Beam's FileSystems: the same code on local disk, gs:// and every
+runner, and nothing of TFT's scratch ever reaches the output.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.decoding import ImageSettings, decode_and_resize
 
-TRANSFORM_DIR = "transform"  # holds transform_fn/ and transformed_metadata/
+TRANSFORM_DIR = "transform"  # transform_fn/, transformed_metadata/, metadata/
+RAW_METADATA_DIR = "metadata"  # the raw feature spec, for TFTransformOutput
 
 
 def raw_feature_spec() -> Dict:
@@ -38,9 +51,7 @@ def make_preprocessing_fn(class_names: Sequence[str],
   def preprocessing_fn(inputs):
     import tensorflow as tf
     images = tf.map_fn(
-        # float32 for every method ('nearest' keeps the decoded uint8).
-        lambda image_bytes: tf.cast(
-            decode_and_resize(image_bytes, settings)[0], tf.float32),
+        lambda image_bytes: decode_and_resize(image_bytes, settings)[0],
         inputs["image_bytes"],
         fn_output_signature=tf.TensorSpec(settings.shape, tf.float32))
     names = tf.constant(class_names, dtype=tf.string)
@@ -54,30 +65,92 @@ def make_preprocessing_fn(class_names: Sequence[str],
   return preprocessing_fn
 
 
-class WriteTransformGraph(beam.PTransform):
-  """PCollection[{image_bytes, class_name}] -> the transform_fn, written.
+def build_transform_graph(raw_examples: Sequence[Dict[str, bytes]],
+                          class_names: Sequence[str], settings: ImageSettings,
+                          out_dir: str, scratch_dir: str) -> None:
+  """Writes the TFT output (transform_fn/, transformed_metadata/, metadata/)
+  to the local folder `out_dir`, with TFT's own Beam transforms run in
+  process on this machine."""
+  import tensorflow_transform as tft
+  import tensorflow_transform.beam as tft_beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+  from tensorflow_transform.tf_metadata import metadata_io
 
-  Returns TFT's completion PCollection, so later steps can wait for it.
+  metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
+  # A Pipeline resets the process-wide FileSystems options; keep the job's.
+  job_options = FileSystems._pipeline_options
+  try:
+    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([])) as p:
+      with tft_beam.Context(temp_dir=scratch_dir):
+        transform_fn = (
+            (p | "RawExamples" >> beam.Create(list(raw_examples)), metadata)
+            | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(
+                make_preprocessing_fn(class_names, settings)))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+  finally:
+    FileSystems.set_options(job_options)
+  metadata_io.write_metadata(metadata, os.path.join(out_dir, RAW_METADATA_DIR))
+
+
+def copy_local_tree(local_dir: str, target_dir: str) -> List[str]:
+  """Copies every file below `local_dir` to `target_dir` on any Beam file
+  system, each written atomically; returns the relative paths, sorted."""
+  from transforms.writing import write_file_atomically
+  relative = sorted(
+      os.path.relpath(os.path.join(root, name), local_dir)
+      for root, _, files in os.walk(local_dir) for name in files)
+  for rel in relative:
+    with open(os.path.join(local_dir, rel), "rb") as f:
+      write_file_atomically(
+          FileSystems.join(target_dir, *rel.split(os.sep)), [f.read()])
+  return relative
+
+
+class BuildTransformGraph(beam.DoFn):
+  """Trigger -> `transform_dir`, once the graph is written there."""
+
+  def __init__(self, transform_dir: str, class_names: Sequence[str],
+               settings: ImageSettings):
+    self._transform_dir = transform_dir
+    self._class_names = list(class_names)
+    self._settings = settings
+
+  def process(self, unused_trigger, raw_examples):
+    local = tempfile.mkdtemp(prefix="exemplar-tft-")
+    try:
+      out = os.path.join(local, "out")
+      build_transform_graph(raw_examples, self._class_names, self._settings,
+                            out, os.path.join(local, "scratch"))
+      copy_local_tree(out, self._transform_dir)
+    finally:
+      shutil.rmtree(local, ignore_errors=True)
+    yield self._transform_dir
+
+
+class WriteTransformGraph(beam.PTransform):
+  """PCollection[{image_bytes, class_name}] -> [transform_dir], once written.
+
+  `temp_dir` is unused (TFT's scratch lives on the worker's local disk); it
+  is kept so callers need not change.
   """
 
-  def __init__(self, transform_dir: str, temp_dir: str,
-               class_names: Sequence[str], settings: ImageSettings):
+  def __init__(self, transform_dir: str, temp_dir: Optional[str] = None,
+               class_names: Sequence[str] = (),
+               settings: Optional[ImageSettings] = None):
     super().__init__()
+    del temp_dir
     self._transform_dir = transform_dir
-    self._temp_dir = temp_dir
     self._class_names = list(class_names)
     self._settings = settings
 
   def expand(self, raw_examples):
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-
-    metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
-    with tft_beam.Context(temp_dir=self._temp_dir):
-      transform_fn = (
-          (raw_examples, metadata)
-          | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(
-              make_preprocessing_fn(self._class_names, self._settings)))
-      # (saved_model_dir, transformed_metadata)
-      return transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-          self._transform_dir)
+    return (
+        raw_examples.pipeline
+        | "Trigger" >> beam.Create([None])
+        | "BuildAndCopy" >> beam.ParDo(
+            BuildTransformGraph(self._transform_dir, self._class_names,
+                                self._settings),
+            raw_examples=beam.pvalue.AsList(raw_examples))
+        # transform_dir
+    )
