@@ -6,7 +6,9 @@
       -> decode and resize only the chosen images             transforms/decoding.py
       -> sharded TFRecords                                    transforms/writing.py
       -> the TFT transform graph                              transforms/tft_graph.py
-      -> metadata, summary, and the _SUCCESS commit           transforms/metadata.py
+      -> a contact sheet of the picks                         transforms/contact_sheet.py
+      -> metadata, summary                                    transforms/metadata.py
+      -> commit: move into place, _SUCCESS last               transforms/commit.py
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.options import ExemplarConfig
-from transforms import (commit, decoding, listing, metadata, progress, sampling,
-                        tft_graph, writing)
+from transforms import (commit, contact_sheet, decoding, listing, metadata, progress,
+                        sampling, tft_graph, writing)
 
 # Files of one class decode in tasks of this many when every file is kept.
 DECODE_CHUNK = 64
@@ -164,6 +166,17 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
           FileSystems.join(plan.staging_dir, ".tft-tmp"),
           plan.class_names, settings))
 
+  writers_done = [transform_done]
+  if config.contact_sheet:
+    writers_done.append(
+        images
+        | "ContactSheet" >> contact_sheet.WriteContactSheet(
+            plan.staging_dir,
+            title=contact_sheet.sheet_title(
+                plan.output_dir, config.seed, config.samples_per_class)))
+        # contact sheet page paths
+  all_writers_done = writers_done | "WritersDone" >> beam.Flatten()
+
   _ = (
       p
       | "FinalizeTrigger" >> beam.Create([None])
@@ -174,4 +187,4 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
           shards=beam.pvalue.AsList(shards),
           stats=beam.pvalue.AsSingleton(stats),
           failures=beam.pvalue.AsList(failures),
-          writers_done=beam.pvalue.AsList(transform_done)))
+          writers_done=beam.pvalue.AsList(all_writers_done)))

@@ -238,8 +238,6 @@ def test_parse_example_reads_what_tensorflow_writes():
     inspect.parse_example(b"\x0a\xff")
 
 
-@pytest.mark.xfail(strict=True, reason="the lead wires WriteContactSheet into "
-                   "pipeline/assemble.py (issue 6); remove this mark then")
 def test_the_pipeline_writes_the_same_sheet_as_inspect(small_dataset, tmp_path, capsys):
   written = os.path.join(small_dataset, "contact_sheet.png")
   assert os.path.exists(written)
