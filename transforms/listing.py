@@ -82,20 +82,31 @@ def list_class_folders(root: str) -> List[str]:
 def _remote_class_folders(root: str) -> List[str]:
   """First-level folders of an object-store root.
 
-  Object stores have no folders, only key prefixes; a prefix listing through
-  FileSystems.match returns every object, so the class folder of each is the
-  first path component below the root.
+  Object stores have no folders, only key prefixes. On gs:// one delimited
+  listing returns just the first-level prefixes (one request per 1000
+  classes, not one per 1000 files of the whole tree). Other stores list
+  every object through FileSystems.match and take the first path component.
   """
   prefix = root.rstrip("/") + "/"
-  try:
-    result = FileSystems.match([prefix + "**"])[0]
-  except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
-    raise ListingError(f"--input_dir {root!r} cannot be listed: {e}") from e
   names = set()
-  for metadata in result.metadata_list:
-    relative = metadata.path[len(prefix):]
-    if "/" in relative:
-      names.add(relative.split("/", 1)[0])
+  try:
+    if FileSystems.get_scheme(prefix) == "gs":
+      from apache_beam.io.gcp import gcsio
+      bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
+      # The job's GcsIO (its credentials and retry settings).
+      client = FileSystems.get_filesystem(prefix)._gcsIO().client
+      blobs = client.list_blobs(
+          bucket, prefix=blob_prefix, delimiter="/",
+          fields="prefixes,nextPageToken")
+      for page in blobs.pages:
+        names.update(p[len(blob_prefix):].rstrip("/") for p in page.prefixes)
+    else:
+      for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
+        relative = metadata.path[len(prefix):]
+        if "/" in relative:
+          names.add(relative.split("/", 1)[0])
+  except Exception as e:  # noqa: BLE001 - any store's refusal, in one line
+    raise ListingError(f"--input_dir {root!r} cannot be listed: {e}") from e
   return sorted(n for n in names if n and not n.startswith("."))
 
 
@@ -170,10 +181,25 @@ def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
 
 
 def _walk_remote(root: str, class_name: str) -> Iterator[str]:
+  """The class's image objects, by a plain prefix listing: a class name with
+  glob characters ('[', '*', '?') lists only its own objects."""
   prefix = root.rstrip("/") + "/"
-  result = FileSystems.match([prefix + class_name + "/**"])[0]
-  for metadata in result.metadata_list:
-    relative = metadata.path[len(prefix):]
+  if FileSystems.get_scheme(prefix) == "gs":
+    # Names only, streamed page by page: no per-object metadata, no set of
+    # every path held in memory (GcsIO.list_files keeps one).
+    from apache_beam.io.gcp import gcsio
+    bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
+    client = FileSystems.get_filesystem(prefix)._gcsIO().client
+    blobs = client.list_blobs(
+        bucket, prefix=blob_prefix + class_name + "/",
+        fields="items(name),nextPageToken")
+    paths = (prefix + blob.name[len(blob_prefix):] for blob in blobs)
+  else:
+    escaped = "".join(f"[{c}]" if c in "[*?" else c for c in class_name)
+    paths = (m.path for m in
+             FileSystems.match([prefix + escaped + "/**"])[0].metadata_list)
+  for path in paths:
+    relative = path[len(prefix):]
     parts = relative.split("/")
     if any(part.startswith(".") for part in parts) or not parts[-1]:
       continue
