@@ -17,7 +17,7 @@ from typing import Dict
 
 import pytest
 
-from tests.conftest import make_tree
+from tests.conftest import make_tree, run_cli
 from tests.test_gcs import GcsEmulator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,11 +31,7 @@ OUR_STEPS = ("Sample/ListAndSample", "Sample/MergeSamples", "DecodeChosen",
 @pytest.fixture(scope="module")
 def job(tmp_path_factory) -> Dict:
   """Builds the Dataflow job for a small tree; returns what it produced."""
-  import apache_beam as beam
   from apache_beam.portability.api import beam_runner_api_pb2
-
-  from pipeline import assemble, main, runners
-  from pipeline.options import parse_args
 
   work = tmp_path_factory.mktemp("dataflow")
   tree = str(work / "images")
@@ -46,28 +42,21 @@ def job(tmp_path_factory) -> Dict:
     client = emulator.client()
     client.create_bucket(BUCKET)
     template = str(work / "template.json")
-    config, beam_args = parse_args([
+    argv = [
         "--config", os.path.join(REPO, "configs", "dataflow.yaml"),
         "--input_dir", tree, "--output_dir", str(work / "out"),
         "--project", "exemplar-test", "--region", "us-central1",
         "--temp_location", f"gs://{BUCKET}/tmp",
         "--staging_location", f"gs://{BUCKET}/staging",
         "--setup_file", os.path.join(REPO, "setup.py"),
-        "--job_name", JOB_NAME, "--template_location", template, "--no_auth"])
-    plan = main.make_plan(config)
-    options = main.make_pipeline_options(beam_args)
-    runner = runners.resolve_runner(
-        options.view_as(beam.options.pipeline_options.StandardOptions).runner)
-    assert runner == "DataflowRunner"
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    assemble.build(pipeline, config, plan)
-    result = pipeline.run()
+        "--job_name", JOB_NAME, "--template_location", template, "--no_auth"]
+    # The whole command line, as a user (or the Flex Template launcher) runs it.
+    assert run_cli(argv) == 0
     staged = {blob.name.rsplit("/", 1)[-1]: blob.download_as_bytes()
               for blob in client.list_blobs(BUCKET, prefix="staging/")}
     with open(template) as f:
       description = json.load(f)
     return {
-        "result": result,
         "description": description,
         "staged": staged,
         "proto": beam_runner_api_pb2.Pipeline.FromString(staged["pipeline.pb"]),
@@ -78,7 +67,6 @@ def job(tmp_path_factory) -> Dict:
 
 @pytest.mark.slow
 def test_job_is_described_not_submitted(job):
-  assert job["result"].has_job is False  # a template: no job id, no submission
   description = job["description"]
   assert description["name"] == JOB_NAME
   assert description["type"] == "JOB_TYPE_BATCH"
@@ -109,3 +97,92 @@ def test_job_stages_our_package_and_no_sdk_download(job):
                   "transforms/writing.py", "transforms/tft_graph.py",
                   "configs/local.yaml", "configs/dataflow.yaml"):
     assert shipped in names
+
+
+# --- the Flex Template: Dockerfile launcher script and parameters -----------
+
+
+def launcher_script() -> str:
+  """The script the Dockerfile writes for the Flex Template launcher."""
+  import shlex
+  with open(os.path.join(REPO, "Dockerfile")) as f:
+    text = f.read().replace("\\\n", " ")
+  run = next(line for line in text.splitlines()
+             if line.startswith("RUN printf") and "exemplar_flex_main.py" in line)
+  tokens = shlex.split(run)
+  assert tokens[:3] == ["RUN", "printf", "%s\\n"]
+  return "".join(line + "\n" for line in tokens[3:tokens.index(">")])
+
+
+def template_parameters():
+  with open(os.path.join(REPO, "configs", "flex_template_metadata.json")) as f:
+    return json.load(f)["parameters"]
+
+
+def test_dockerfile_copies_what_setup_py_ships():
+  import re
+  with open(os.path.join(REPO, "Dockerfile")) as f:
+    text = f.read()
+  copied = re.findall(r"^COPY (?!--)(\S+)", text, flags=re.M)
+  assert copied == ["setup.py", "pipeline/", "transforms/", "configs/"]
+  assert all(os.path.exists(os.path.join(REPO, path)) for path in copied)
+  assert "ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/exemplar_flex_main.py" in text
+
+
+SAMPLE_VALUES = {
+    "input_dir": "gs://bucket/images", "output_dir": "gs://bucket/out",
+    "samples_per_class": "2", "seed": "7", "image_size": "24x32",
+    "interpolation": "bicubic", "crop_to_aspect_ratio": "true",
+    "color_mode": "rgb", "image_format": "png", "class_names": "ant,bee",
+    "num_shards": "2", "spares": "1", "overwrite": "false"}
+
+
+def test_every_template_parameter_is_an_exemplar_flag():
+  import re
+
+  from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+  from pipeline.options import parse_args
+  parameters = template_parameters()
+  assert {p["name"] for p in parameters} == set(SAMPLE_VALUES)
+  for parameter in parameters:  # each sample value passes its regexes
+    for regex in parameter.get("regexes", []):
+      assert re.match(regex, SAMPLE_VALUES[parameter["name"]]), parameter["name"]
+  namespace = {}
+  exec(launcher_script().rsplit("sys.exit", 1)[0], namespace)  # defines flags()
+  argv = list(namespace["flags"]([f"--{k}={v}" for k, v in SAMPLE_VALUES.items()]))
+  config, beam_args = parse_args(argv)
+  # configs/local.yaml says local; the template runs on Dataflow.
+  assert beam_args == ["--runner=local", "--runner=DataflowRunner"]
+  assert PipelineOptions(beam_args).view_as(StandardOptions).runner == "DataflowRunner"
+  assert (config.image.height, config.image.width) == (24, 32)
+  assert config.image.crop_to_aspect_ratio is True and config.overwrite is False
+  assert (config.samples_per_class, config.seed, config.num_shards) == (2, 7, 2)
+  assert config.class_names == ("ant", "bee")
+
+
+@pytest.mark.slow
+def test_launcher_script_runs_template_style_parameters(tmp_path):
+  """The launcher passes --name=value; the script turns them into a run."""
+  import subprocess
+  import sys
+  script = tmp_path / "exemplar_flex_main.py"
+  script.write_text(launcher_script())
+  tree = str(tmp_path / "images")
+  make_tree(tree, {"ant": 3, "bee": 2}, seed=2)
+  out = str(tmp_path / "out")
+  values = dict(SAMPLE_VALUES, input_dir=tree, output_dir=out)
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  done = subprocess.run(
+      [sys.executable, str(script), "--runner=local",
+       *(f"--{k}={v}" for k, v in values.items())],
+      cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["num_examples"] == 4
+  assert summary["config"]["image_size"] == [24, 32]
+  assert summary["config"]["crop_to_aspect_ratio"] is True
+  assert summary["config"]["seed"] == 7
+  assert sorted(n for n in os.listdir(out) if n.startswith("exemplar-train")) == [
+      "exemplar-train.tfrecord-00000-of-00002", "exemplar-train.tfrecord-00001-of-00002"]
