@@ -549,3 +549,19 @@ def test_broken_picks_are_replaced_by_the_next_candidates(tmp_path):
     if name.startswith("exemplar-train") or name in ("manifest.csv", "errors.csv"):
       assert open(os.path.join(outs[0], name), "rb").read() == open(
           os.path.join(outs[1], name), "rb").read(), name
+
+
+def test_input_folder_without_classes_is_one_line_exit_2(tmp_path, capsys):
+  """Images straight under the root and a hidden folder: no class. (A link to
+  a folder would be a class, as in Keras, which follows first-level links.)"""
+  root = tmp_path / "flat"
+  write_image(str(root / "a.jpg"), rgb(1), "JPEG")
+  write_image(str(root / ".hidden" / "b.jpg"), rgb(2), "JPEG")
+  os.symlink("a.jpg", str(root / "link.jpg"))
+  out = tmp_path / "out"
+  code = run_cli(["--input_dir", str(root), "--output_dir", str(out)])
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
+  assert code == 2 and len(lines) == 1, err
+  assert lines[0].startswith("exemplar: error: --input_dir") and "no class folders" in lines[0]
+  assert "Traceback" not in err and not out.exists()
