@@ -166,9 +166,10 @@ class DaskCluster:
     for process in self.processes.values():
       if process.poll() is None:
         process.terminate()
+    deadline = time.monotonic() + 5
     for process in self.processes.values():
       try:
-        process.wait(timeout=10)
+        process.wait(timeout=max(0.1, deadline - time.monotonic()))
       except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
