@@ -74,10 +74,6 @@ def _flatten_lists(parts) -> List[Any]:
   return [element for part in parts for element in part]
 
 
-def _tag_of(pair: Tuple[Optional[str], Any]) -> Optional[str]:
-  return pair[0]
-
-
 def _value_of(pair: Tuple[Optional[str], Any]) -> Any:
   return pair[1]
 
@@ -190,7 +186,7 @@ class _BagBuilder:
       bag = tagged if len(outputs) == 1 else tagged.filter(_HasTag(tag))
       self.bags[id(output)] = bag.map(_value_of)
 
-  def leaves(self, pipeline) -> List[Any]:
+  def leaves(self) -> List[Any]:
     """The bags of PCollections nothing consumes (the pipeline's ends)."""
     seen, leaves = set(), []
     for key, bag in self.bags.items():
@@ -233,7 +229,7 @@ def _make_runner_class():
       pipeline.replace_all(overrides.dask_overrides())
       builder = _BagBuilder(bag_kwargs)
       pipeline.visit(_Visitor(builder))
-      leaves = builder.leaves(pipeline)
+      leaves = builder.leaves()
       client = ddist.Client(**dask_options)
       futures = client.compute(list(dask.optimize(*leaves)))
       return ClosingResult(client, futures)

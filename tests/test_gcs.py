@@ -23,7 +23,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tempfile

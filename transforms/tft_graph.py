@@ -51,7 +51,9 @@ def make_preprocessing_fn(class_names: Sequence[str],
   def preprocessing_fn(inputs):
     import tensorflow as tf
     images = tf.map_fn(
-        lambda image_bytes: decode_and_resize(image_bytes, settings)[0],
+        # float32 for every method ('nearest' keeps the decoded uint8).
+        lambda image_bytes: tf.cast(
+            decode_and_resize(image_bytes, settings)[0], tf.float32),
         inputs["image_bytes"],
         fn_output_signature=tf.TensorSpec(settings.shape, tf.float32))
     names = tf.constant(class_names, dtype=tf.string)
@@ -135,9 +137,8 @@ class WriteTransformGraph(beam.PTransform):
   is kept so callers need not change.
   """
 
-  def __init__(self, transform_dir: str, temp_dir: Optional[str] = None,
-               class_names: Sequence[str] = (),
-               settings: Optional[ImageSettings] = None):
+  def __init__(self, transform_dir: str, temp_dir: Optional[str],
+               class_names: Sequence[str], settings: ImageSettings):
     super().__init__()
     del temp_dir
     self._transform_dir = transform_dir
