@@ -35,9 +35,9 @@ COMPARED = ("manifest.csv", "class_names.txt", "errors.csv", "label.labels.txt",
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> str:
-  """300 small images: a run takes a few seconds, most of it before writing."""
+  """150 small images: a run takes a few seconds, most of it before writing."""
   root = str(tmp_path_factory.mktemp("faults") / "images")
-  make_tree(root, {f"class_{i}": 60 for i in range(5)}, size=(32, 32))
+  make_tree(root, {f"class_{i}": 30 for i in range(5)}, size=(32, 32))
   return root
 
 
@@ -119,7 +119,7 @@ def assert_equals_reference(out: str, reference: str) -> None:
     assert open(os.path.join(out, name), "rb").read() == open(
         os.path.join(reference, name), "rb").read(), name
   rows = list(csv.DictReader(open(os.path.join(out, "manifest.csv"), newline="")))
-  assert len(rows) == 300
+  assert len(rows) == 150
   summaries = [json.load(open(os.path.join(f, "summary.json"))) for f in (out, reference)]
   for summary in summaries:
     summary["config"].pop("output_dir")
