@@ -138,6 +138,8 @@ BAD_FILES = {
     "odd/huge_header.bmp": "too large: header says 100000x100000",
     "odd/dangling.jpg": "unreadable",
     "odd/nested/deeper/dangling link.png": "unreadable",
+    # Unreadable even for root: reading /proc/self/mem at offset 0 fails (EIO).
+    "odd/proc_mem.jpg": "unreadable: [Errno 5]",
 }
 
 
@@ -164,6 +166,7 @@ def build_odd_tree(root: str) -> List[str]:
   os.symlink(os.path.join(root, "odd", "no-such-file.jpg"),
              os.path.join(root, "odd", "dangling.jpg"))
   os.symlink("gone.png", os.path.join(root, "odd", "nested", "deeper", "dangling link.png"))
+  os.symlink("/proc/self/mem", os.path.join(root, "odd", "proc_mem.jpg"))
   # Folder links back up the tree: listing must neither follow nor hang on them.
   os.symlink("..", os.path.join(root, "odd", "nested", "deeper", "up"))
   os.symlink(root, os.path.join(root, "odd", "root_loop"))
@@ -468,18 +471,25 @@ def test_tf_decodes_cmyk_16bit_and_1bit_to_8bit_rgb(decoder):
 
 # --- unreadable files ---------------------------------------------------------
 
-def _nobody_prefix() -> List[str]:
-  """How to run a command as a user who cannot read a mode-000 file."""
+def _nobody_prefix(cwd: str, env: Dict[str, str]) -> List[str]:
+  """How to run a command as a user who cannot read a mode-000 file: as
+  'nobody' when we are root (root reads any file)."""
   if os.geteuid() != 0:
     return []
   setpriv = shutil.which("setpriv")
   if setpriv is None:
     pytest.skip("running as root without setpriv: mode 000 would not stop reads")
-  return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+  prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+  # The virtualenv and the repo must be readable by 'nobody' (they are under
+  # /work here; a checkout in a private home folder is not).
+  probe = subprocess.run(prefix + [sys.executable, "-c", "import pipeline.main"],
+                         capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+  if probe.returncode != 0:
+    pytest.skip(f"user nobody cannot run exemplar from here: {probe.stderr[-300:]}")
+  return prefix
 
 
 def test_permission_denied_is_recorded_not_fatal():
-  prefix = _nobody_prefix()
   # pytest's tmp_path is private to root; this folder must be open to 'nobody'.
   base = tempfile.mkdtemp(prefix="exemplar-nobody-")
   try:
@@ -493,6 +503,7 @@ def test_permission_denied_is_recorded_not_fatal():
       os.makedirs(folder)
       os.chmod(folder, 0o777)
     env = dict(os.environ, HOME=home, TF_CPP_MIN_LOG_LEVEL="2")
+    prefix = _nobody_prefix(home, env)
     proc = subprocess.run(
         prefix + [EXEMPLAR, "--input_dir", root, "--output_dir", out,
                   "--samples_per_class", "all", "--image_size", "8", "8"],
