@@ -44,6 +44,23 @@ def resolve_runner(runner_name: Optional[str]) -> Union[PipelineRunner, str]:
   return name
 
 
+def apply_offline_defaults(options) -> None:
+  """Fills in runner options so a run here never downloads anything.
+
+  `--runner PortableRunner --job_endpoint embed` without an
+  `--environment_type` starts its SDK workers in Beam's Docker image
+  (`docker run apache/beam_python3.x_sdk`, an image pull); LOOPBACK runs them
+  in this process instead, with exemplar's own installation. An explicit
+  `--environment_type` is kept.
+  """
+  from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+  portable = options.view_as(PortableOptions)
+  runner = (options.view_as(StandardOptions).runner or "").strip().lower()
+  if (runner == "portablerunner" and portable.job_endpoint == "embed"
+      and not portable.environment_type):
+    portable.environment_type = "LOOPBACK"
+
+
 # --- Dask -------------------------------------------------------------------
 #
 # Beam 2.77's DaskRunner translates each Beam transform into a dask.bag step,

@@ -95,6 +95,22 @@ def test_portable_runner_embedded_is_byte_identical(tree, reference, tmp_path):
   assert files == reference
 
 
+@pytest.mark.parametrize("flags,expected", [
+    (["--runner", "PortableRunner", "--job_endpoint", "embed"], "LOOPBACK"),
+    (["--runner", "PortableRunner", "--job_endpoint", "embed",
+      "--environment_type", "PROCESS"], "PROCESS"),
+    (["--runner", "PortableRunner", "--job_endpoint", "localhost:8099"], None),
+    (["--runner", "DaskRunner"], None),
+])
+def test_embedded_portable_runner_defaults_to_loopback(flags, expected):
+  from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+  from pipeline.runners import apply_offline_defaults
+  options = PipelineOptions(flags)
+  apply_offline_defaults(options)
+  assert options.view_as(PortableOptions).environment_type == expected
+
+
 # --- a real Dask cluster ----------------------------------------------------
 
 
