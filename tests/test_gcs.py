@@ -323,10 +323,6 @@ FLAGS = ["--samples_per_class", "2", "--seed", "4", "--image_size", "20", "24",
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "transforms/commit.py: FileSystems.exists(staging) is False for a gs:// "
-    "prefix, so commit() moves nothing and writes _SUCCESS beside no dataset "
-    "(and FileSystems.delete needs a trailing '/' to delete a GCS prefix)"))
 def test_gcs_run_matches_local_run_except_source_names(gcs, trees, tmp_path):
   local_tree, remote_tree = trees
   local_out = str(tmp_path / "local")

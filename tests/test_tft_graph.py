@@ -101,9 +101,6 @@ def test_transform_fn_schema(tree, rgba_run):
   assert tuple(result["image"].shape) == (2, 8, 12, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tft_graph.py writes transform_fn/ and transformed_metadata/ but not the raw "
-    "metadata/ folder, so TFTransformOutput.raw_feature_spec() raises OSError"))
 def test_transform_output_knows_the_raw_feature_spec(rgba_run):
   import tensorflow as tf
   import tensorflow_transform as tft

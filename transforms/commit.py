@@ -73,9 +73,9 @@ def prepare_output(output_dir: str, overwrite: bool) -> None:
     raise OutputError(
         f"--output_dir {output_dir} cannot be written: {_first_line(e)}") from e
   staging = staging_dir(output_dir)
-  if FileSystems.exists(staging):
+  if files_under(staging):
     _LOGGER.info("Removing %s left by an unfinished earlier run", staging)
-    FileSystems.delete([staging])
+    remove_tree(staging)
 
 
 def _first_line(error: BaseException) -> str:
@@ -83,8 +83,23 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0][:300] if text else type(error).__name__
 
 
+def remove_tree(folder: str) -> None:
+  """Deletes a folder and everything below it, on any file system.
+
+  Object stores have no folders, only names with a common prefix, so there
+  each object below it is deleted.
+  """
+  if listing.is_local(folder):
+    if os.path.exists(folder):
+      FileSystems.delete([folder])
+    return
+  paths = files_under(folder)
+  if paths:
+    FileSystems.delete(paths)
+
+
 def files_under(folder: str) -> List[str]:
-  """Every file below `folder`, on any file system."""
+  """Every file below `folder`, on any file system ([] if there is none)."""
   if listing.is_local(folder):
     found = []
     for root, _, files in os.walk(folder):
@@ -123,7 +138,7 @@ def _move(sources: Sequence[str], destinations: Sequence[str]) -> None:
 def commit(output_dir: str) -> None:
   """Moves the staged dataset into `output_dir` (see the module docstring)."""
   staging = staging_dir(output_dir)
-  staged = files_under(staging) if FileSystems.exists(staging) else []
+  staged = files_under(staging)
   # Hidden entries are scratch (TFT's temp dir, half-written .tmp- files).
   staged = [p for p in staged
             if not any(part.startswith(".")
@@ -145,6 +160,5 @@ def commit(output_dir: str) -> None:
     _move([source], [FileSystems.join(output_dir, *rel.split("/"))])
   with FileSystems.create(marker) as f:
     f.write(b"")
-  if FileSystems.exists(staging):
-    FileSystems.delete([staging])
+  remove_tree(staging)
 

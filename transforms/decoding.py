@@ -173,6 +173,8 @@ def header_size(raw: bytes) -> Optional[Tuple[int, int]]:
   refused before TF would allocate its pixels.
   """
   from PIL import Image
+  if raw.startswith(_JPEG_XL_MAGIC):
+    return jpeg_xl_size(raw)
   # Pillow's own bomb check would raise before telling the size; ours is
   # --max_pixels, applied by the caller.
   Image.MAX_IMAGE_PIXELS = None
@@ -181,6 +183,45 @@ def header_size(raw: bytes) -> Optional[Tuple[int, int]]:
       width, height = image.size
   except Exception:  # not an image Pillow knows: TF decides
     return None
+  return height, width
+
+
+# JPEG XL SizeHeader aspect ratios (ISO/IEC 18181-1, D.2): width = height * n / d.
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9),
+               6: (5, 4), 7: (2, 1)}
+
+
+def jpeg_xl_size(raw: bytes) -> Optional[Tuple[int, int]]:
+  """(height, width) from a JPEG XL SizeHeader (bare or boxed), or None.
+
+  TF decodes JPEG XL but Pillow cannot read its header, so this reads the
+  few bit-packed fields that give the size.
+  """
+  if raw.startswith(_JPEG_XL_MAGIC[1]):  # the container: find the codestream box
+    at = raw.find(b"jxlc")
+    if at < 0 or raw[at + 4:at + 6] != b"\xff\x0a":
+      return None
+    raw = raw[at + 4:]
+  bits = int.from_bytes(raw[2:18], "little")
+  position = 0
+
+  def read(count: int) -> int:
+    nonlocal position
+    value = (bits >> position) & ((1 << count) - 1)
+    position += count
+    return value
+
+  def u32() -> int:
+    return read((9, 13, 18, 30)[read(2)]) + 1
+
+  small = read(1)
+  height = (read(5) + 1) * 8 if small else u32()
+  ratio = read(3)
+  if ratio:
+    numerator, denominator = _JXL_RATIOS[ratio]
+    width = height * numerator // denominator
+  else:
+    width = (read(5) + 1) * 8 if small else u32()
   return height, width
 
 
@@ -196,6 +237,8 @@ def exif_orientation(raw: bytes) -> int:
 
 
 _EXIF_ORIENTATION = 0x0112
+# A bare JPEG XL codestream, or the ISO container's signature box.
+_JPEG_XL_MAGIC = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a")
 
 
 def apply_orientation(image, orientation):
@@ -246,6 +289,10 @@ class ImageDecoder:
       if size and size[0] * size[1] > self._max_pixels:
         return (f"too large: header says {size[1]}x{size[0]} = "
                 f"{size[0] * size[1]} pixels > --max_pixels {self._max_pixels}")
+      if size is None and raw.startswith(_JPEG_XL_MAGIC):
+        # TF decodes JPEG XL but Pillow cannot read its header; a header that
+        # cannot be checked is not trusted with an allocation.
+        return "cannot decode: JPEG XL header unreadable"
     orientation = exif_orientation(raw) if self._exif_transpose else 1
     tf = self._tf
     try:
