@@ -154,7 +154,8 @@ def test_random_bytes(decoder, raw):
 
 @FUZZ
 @given(prefix=st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a",
-                               b"GIF87a", b"BM", b"RIFF\x1a\x00\x00\x00WEBPVP8"]),
+                               b"GIF87a", b"BM", b"RIFF\x1a\x00\x00\x00WEBPVP8",
+                               b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"]),
        rest=st.binary(max_size=2048))
 def test_random_bytes_behind_a_magic_number(decoder, prefix, rest):
   check_decode(decoder, prefix + rest)
@@ -188,6 +189,14 @@ def test_jpeg_xl_header_claims_are_refused_as_too_large(decoder):
   raw = jpeg_xl_codestream(20_000)
   reason = decoder.decode(raw)
   assert isinstance(reason, str) and reason.startswith("too large"), reason
+
+
+@FUZZ
+@given(side=st.integers(1, 2**18), tail=st.binary(max_size=64))
+def test_jpeg_xl_headers_of_any_size(decoder, side, tail):
+  """Small claims reach TF's JPEG XL decoder, big ones are refused: never slow."""
+  raw = jpeg_xl_codestream(side)[:-8] + tail
+  check_decode(decoder, raw)
 
 
 # --- one pipeline run over a tree of fuzzed files ----------------------------
