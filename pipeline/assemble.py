@@ -74,7 +74,8 @@ def plan_decodes(element: Tuple[str, sampling.PartialSample],
                  labels: Dict[str, int], need, chunk: int) -> Iterator[decoding.DecodeTask]:
   class_name, sample = element
   paths = [path for _, path in sample.candidates]
-  yield from decoding.decode_tasks(class_name, labels[class_name], paths, need, chunk)
+  yield from decoding.decode_tasks(
+      class_name, labels[class_name], paths, need, chunk, seen=sample.seen)
 
 
 def class_stats(element: Tuple[str, sampling.PartialSample],
@@ -146,7 +147,8 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       | "DecodeChosen" >> beam.ParDo(
           decoding.DecodeChosen(
               plan.input_dir, settings, max_pixels=config.max_pixels,
-              exif_transpose=config.exif_transpose)).with_outputs(
+              exif_transpose=config.exif_transpose,
+              seed=config.seed)).with_outputs(
               decoding.FAILURES_TAG, main="images"))
   images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
   # DecodedImage; DecodeFailure

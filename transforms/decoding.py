@@ -123,6 +123,7 @@ class DecodeTask(NamedTuple):
   candidates: List[str]  # relative paths, in sampling-priority order
   need: int
   first_rank: int  # rank of candidates[0] within its class (for chunked tasks)
+  seen: int = 0  # files in the class; more than the candidates: more can be drawn
 
 
 class DecodedImage(NamedTuple):
@@ -331,8 +332,10 @@ class DecodeChosen(beam.DoFn):
   """
 
   def __init__(self, input_root: str, settings: ImageSettings,
-               max_pixels: int = 0, exif_transpose: bool = False):
+               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0):
     self._root = listing.normalize_root(input_root)
+    self._seed = seed
+    self._refills = Metrics.counter("exemplar", "candidate_refills")
     self._settings = settings
     self._max_pixels = max_pixels
     self._exif_transpose = exif_transpose
@@ -346,10 +349,15 @@ class DecodeChosen(beam.DoFn):
 
   def process(self, task: DecodeTask) -> Iterator:
     task = DecodeTask(*task)
-    stored = 0
-    for relative_path in task.candidates:
-      if stored >= task.need:
-        break
+    stored, tried = 0, 0
+    candidates = list(task.candidates)
+    while stored < task.need:
+      if tried == len(candidates):
+        candidates = self._more_candidates(task, candidates)
+        if tried == len(candidates):
+          break  # the class has no more files
+      relative_path = candidates[tried]
+      tried += 1
       started = time.monotonic()
       source_path = listing.join(self._root, relative_path)
       raw = read_file(source_path)
@@ -373,17 +381,37 @@ class DecodeChosen(beam.DoFn):
           source_bytes=raw if rank == 0 else b"")
       stored += 1
 
+  def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
+    """More of the class's seeded sample, when every spare failed too.
+
+    Re-lists the class and takes twice as many candidates in the same priority
+    order (the first ones are those already tried), so a class yields k images
+    whenever it has k decodable ones, and the picks stay deterministic.
+    """
+    if task.seen <= len(candidates):
+      return candidates
+    from transforms import sampling  # pylint: disable=g-import-not-at-top
+    capacity = 2 * len(candidates) + task.need
+    sample = sampling.sample_paths(
+        listing.walk_class_folder(self._root, task.class_name), self._seed, capacity)
+    more = [path for _, path in sample.candidates]
+    if more[:len(candidates)] != candidates:  # the folder changed under us
+      return candidates
+    self._refills.inc()
+    return more
+
 
 def decode_tasks(class_name: str, label: int, candidates: Sequence[str],
-                 need: Optional[int], chunk_size: int) -> Iterable[DecodeTask]:
+                 need: Optional[int], chunk_size: int,
+                 seen: int = 0) -> Iterable[DecodeTask]:
   """Splits a class's candidates into decode tasks.
 
   With a sample (`need` = k) the class is one task, so spares replace failures
-  in order. Without one (`need` None: every file) the class is cut into chunks
-  that decode in parallel.
+  in order (and more are drawn if they all fail). Without one (`need` None:
+  every file) the class is cut into chunks that decode in parallel.
   """
   if need is not None:
-    yield DecodeTask(class_name, label, list(candidates), need, 0)
+    yield DecodeTask(class_name, label, list(candidates), need, 0, seen)
     return
   for start in range(0, len(candidates), chunk_size):
     chunk = list(candidates[start:start + chunk_size])
