@@ -74,6 +74,8 @@ def apply_offline_defaults(options) -> None:
 #      out of the scheduler's sight (a sink's set-up and writes run several
 #      times; Beam's WriteToText fails at finalize because of it).
 #   3. Only the last transform visited is computed; other leaves never run.
+# (And a GroupByKey must shuffle through tasks, never dask.bag's disk shuffle,
+# whose files belong to one worker process: see build_dask_graph.)
 # `FixedDaskRunner` keeps Beam's translation of Create, GroupByKey and Flatten
 # and replaces the ParDo step and the wiring: every output PCollection gets a
 # bag of its own elements, side inputs are ordinary graph dependencies
@@ -234,6 +236,18 @@ def _make_runner_class():
       finally:
         self.client.close()
 
+  def build_dask_graph(pipeline, bag_kwargs: Dict) -> List[Any]:
+    """The pipeline as dask bags: those of its leaves, ready to compute."""
+    import dask
+    # GroupByKey shuffles through tasks: with no client active while the graph
+    # is built, dask.bag picks its disk shuffle, whose partd files belong to
+    # one worker process, and groups get lost across workers.
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+      pipeline.replace_all(overrides.dask_overrides())
+      builder = _BagBuilder(bag_kwargs)
+      pipeline.visit(_Visitor(builder))
+      return builder.leaves()
+
   class _FixedDaskRunner(dask_runner.DaskRunner):
     """Beam's DaskRunner with the fixes described above."""
 
@@ -243,23 +257,33 @@ def _make_runner_class():
       dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(
           drop_default=True, current_only=True)
       bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
-      pipeline.replace_all(overrides.dask_overrides())
-      builder = _BagBuilder(bag_kwargs)
-      pipeline.visit(_Visitor(builder))
-      leaves = builder.leaves()
       client = ddist.Client(**dask_options)
-      futures = client.compute(list(dask.optimize(*leaves)))
+      try:
+        leaves = build_dask_graph(pipeline, bag_kwargs)
+        futures = client.compute(list(dask.optimize(*leaves)))
+      except BaseException:
+        client.close()
+        raise
       return ClosingResult(client, futures)
 
-  return _FixedDaskRunner
+  return _FixedDaskRunner, build_dask_graph
 
 
-_RUNNER_CLASS = None
+_DASK = None
+
+
+def _dask_parts():
+  global _DASK
+  if _DASK is None:
+    _DASK = _make_runner_class()
+  return _DASK
 
 
 def FixedDaskRunner() -> PipelineRunner:  # noqa: N802 - a class factory
   """A new instance of the fixed DaskRunner (imports dask on first use)."""
-  global _RUNNER_CLASS
-  if _RUNNER_CLASS is None:
-    _RUNNER_CLASS = _make_runner_class()
-  return _RUNNER_CLASS()
+  return _dask_parts()[0]()
+
+
+def build_dask_graph(pipeline, bag_kwargs: Optional[Dict] = None) -> List[Any]:
+  """What FixedDaskRunner computes for `pipeline`: its leaves as dask bags."""
+  return _dask_parts()[1](pipeline, dict(bag_kwargs or {}))

@@ -111,6 +111,22 @@ def test_embedded_portable_runner_defaults_to_loopback(flags, expected):
   assert options.view_as(PortableOptions).environment_type == expected
 
 
+def test_dask_graph_groups_by_task_shuffle_not_local_files():
+  """Built with no Dask client about, dask.bag's groupby would default to its
+  disk shuffle (partd files of one process): groups lost across workers."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from pipeline.runners import FixedDaskRunner, build_dask_graph
+  p = beam.Pipeline(runner=FixedDaskRunner(), options=PipelineOptions([]))
+  _ = (p | beam.Create(range(10)) | beam.Map(lambda n: (n % 3, n))
+       | beam.GroupByKey())
+  keys = [str(key) for bag in build_dask_graph(p, {"npartitions": 4})
+          for key in dict(bag.__dask_graph__())]
+  assert any("shuffle" in key for key in keys)
+  assert not any("partd" in key for key in keys)
+
+
 # --- a real Dask cluster ----------------------------------------------------
 
 
@@ -211,7 +227,8 @@ def dask_flags(cluster: DaskCluster) -> List[str]:
 @pytest.mark.slow
 def test_fixed_dask_runner_splits_tagged_outputs_and_side_inputs(cluster):
   """What Beam's own DaskRunner gets wrong: each tag's consumers see only it,
-  and a side input is a value computed once, not a nested job."""
+  and a side input is a value computed once, not a nested job; and groups
+  shuffle through tasks, never through one worker's local files."""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.testing.util import assert_that, equal_to
@@ -228,6 +245,13 @@ def test_fixed_dask_runner_splits_tagged_outputs_and_side_inputs(cluster):
     odd_sum = parts.odd | "SumOdd" >> beam.CombineGlobally(sum)
     shifted = parts.even | "AddOddSum" >> beam.Map(
         lambda n, s: n + s, s=beam.pvalue.AsSingleton(odd_sum))
+    # Four partitions on two workers: the groups must come out whole.
+    groups = (p | "Numbers" >> beam.Create(range(40))
+              | "KeyByRest" >> beam.Map(lambda n: (n % 3, n))
+              | "Group" >> beam.GroupByKey()
+              | "Sort" >> beam.MapTuple(lambda k, ns: (k, sorted(ns))))
+    assert_that(groups, equal_to(
+        [(k, list(range(k, 40, 3))) for k in range(3)]), label="Groups")
     assert_that(parts.even, equal_to([0, 2, 4, 6, 8]), label="Even")
     assert_that(parts.odd, equal_to([1, 3, 5, 7, 9]), label="Odd")
     assert_that(shifted, equal_to([25, 27, 29, 31, 33]), label="Shifted")
