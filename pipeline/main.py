@@ -53,6 +53,7 @@ def make_pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
   options = PipelineOptions(list(beam_args))
   # Workers unpickle DoFns that reference module-level imports.
   options.view_as(beam.options.pipeline_options.SetupOptions).save_main_session = False
+  runners.apply_offline_defaults(options)
   return options
 
 
