@@ -235,7 +235,9 @@ def render(bench: Bench, started: datetime.datetime) -> str:
   add("# exemplar benchmark results\n")
   add(f"Run {started:%Y-%m-%d %H:%M} UTC, `{' '.join(['benchmarks/run.py'] + sys.argv[1:])}`; "
       f"{os.cpu_count()} cores, {_mem_gb():.0f} GB RAM, Python {platform.python_version()}, "
-      f"{_versions()}; exemplar {_git()}. Load average at start/end: "
+      f"{_versions()}; exemplar "
+      f"{'code from ' + bench.args.pythonpath + ' (--pythonpath)' if bench.args.pythonpath else _git()}"
+      f". Load average at start/end: "
       f"{bench.load_start:.1f} / {bench.load_end:.1f} (other engineers share the cores).\n")
   add("Each row is a separate whole process: wall time from spawn to exit. Memory is "
       "polled every 50 ms over the process and its children: *RSS* = largest sum of "
