@@ -178,8 +178,7 @@ def decoded(label: int, rank: int, image: np.ndarray) -> DecodedImage:
   return DecodedImage(
       class_name=f"class{label}", label=label, rank=rank,
       relative_path=f"class{label}/{rank}.png", source_path=f"/src/class{label}/{rank}.png",
-      encoded=png(image), source_height=16, source_width=16, sha256="0" * 64,
-      source_bytes=b"")
+      encoded=png(image), source_height=16, source_width=16, sha256="0" * 64)
 
 
 def test_write_contact_sheet_caps_renders_and_replaces_old_pages(tmp_path):

@@ -370,7 +370,8 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
       _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
                  name_font, small_font, line(name_font), show_rank)
     buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", optimize=False, compress_level=6)
+    # zlib level 1: pages save ~2x faster than at 6; the pixels are the same.
+    sheet.save(buffer, format="PNG", optimize=False, compress_level=1)
     pages.append(buffer.getvalue())
   return pages
 

@@ -195,7 +195,7 @@ class WriteShard(beam.DoFn):
 
 
 class KeyByShard(beam.DoFn):
-  """DecodedImage -> ((shard_index, num_shards), DecodedImage without raw bytes).
+  """DecodedImage -> ((shard_index, num_shards), DecodedImage).
 
   The shard layout is computed once per side-input value, not per image (with
   every image kept that is millions of images times thousands of classes).
@@ -214,8 +214,7 @@ class KeyByShard(beam.DoFn):
                       resolve_num_shards(self._fixed_num_shards, planned,
                                          self._settings))
     _, offsets, num_shards = self._layout
-    yield (shard_of(image, offsets, num_shards), num_shards), image._replace(
-        source_bytes=b"")
+    yield (shard_of(image, offsets, num_shards), num_shards), image
 
 
 class WriteShards(beam.PTransform):
