@@ -1,7 +1,7 @@
 """exemplar's benchmark: one command, every figure from the same run.
 
-    /work/venv/bin/python benchmarks/run.py            # full: ~15 min on 2 cores
-    /work/venv/bin/python benchmarks/run.py --quick    # 130k-file tree, small subsets: ~5 min
+    bash scripts/bench.sh            # full: ~10 min on 2 cores (python benchmarks/run.py in a venv)
+    bash scripts/bench.sh --quick    # 130k-file tree, small subsets: ~5 min
 
 Builds (once, cached outside git: $EXEMPLAR_BENCH_TREES or
 /tmp/exemplar-bench-trees) the trees of benchmarks/trees.py, then runs every
