@@ -26,8 +26,6 @@ from pipeline.options import ExemplarConfig
 from transforms import (commit, contact_sheet, decoding, listing, metadata, progress,
                         sampling, tft_graph, writing)
 
-# Files of one class decode in tasks of this many when every file is kept.
-DECODE_CHUNK = 64
 UNBOUNDED = sys.maxsize
 
 
@@ -71,11 +69,12 @@ class ListAndSampleClass(beam.DoFn):
 
 
 def plan_decodes(element: Tuple[str, sampling.PartialSample],
-                 labels: Dict[str, int], need, chunk: int) -> Iterator[decoding.DecodeTask]:
+                 labels: Dict[str, int], need: int) -> Iterator[decoding.DecodeTask]:
+  """(class, sample) -> the class's DecodeTask: its candidates, best first."""
   class_name, sample = element
   paths = [path for _, path in sample.candidates]
   yield from decoding.decode_tasks(
-      class_name, labels[class_name], paths, need, chunk, seen=sample.seen)
+      class_name, labels[class_name], paths, need, seen=sample.seen)
 
 
 def class_stats(element: Tuple[str, sampling.PartialSample],
@@ -133,25 +132,41 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       lambda d: {name: value[1] for name, value in d.items()})
   # {class: planned}
 
-  decoded = (
-      samples
-      | "PlanDecodes" >> beam.FlatMap(
-          plan_decodes, labels=labels, need=need, chunk=DECODE_CHUNK)
-      # DecodeTask
-      | "SpreadDecodes" >> beam.Reshuffle()
-      | "DecodeChosen" >> beam.ParDo(
-          decoding.DecodeChosen(
-              plan.input_dir, settings, max_pixels=config.max_pixels,
-              exif_transpose=config.exif_transpose,
-              seed=config.seed)).with_outputs(
-              decoding.FAILURES_TAG, main="images"))
-  images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
-  # DecodedImage; DecodeFailure
+  sheet_total = None
+  if config.sample_all:
+    # Every file kept: decode and write each shard in one step (writing.py).
+    written = samples | "DecodeAndWriteShards" >> writing.DecodeAndWriteShards(
+        plan.input_dir, plan.staging_dir, config.num_shards, plan.class_names,
+        settings, beam.pvalue.AsSingleton(planned), max_pixels=config.max_pixels,
+        exif_transpose=config.exif_transpose,
+        sheet_per_class=contact_sheet.DEFAULT_MAX_PER_CLASS)
+    shards, failures = written.shards, written[decoding.FAILURES_TAG]
+    images = written[writing.SHEET_TAG]
+    # ShardInfo; DecodeFailure; DecodedImage (the first of each class, for the sheet)
+    sheet_total = (
+        shards
+        | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
+        | "CountExamples" >> beam.CombineGlobally(sum))
+  else:
+    decoded = (
+        samples
+        | "PlanDecodes" >> beam.FlatMap(
+            plan_decodes, labels=labels, need=need)
+        # DecodeTask
+        | "SpreadDecodes" >> beam.Reshuffle()
+        | "DecodeChosen" >> beam.ParDo(
+            decoding.DecodeChosen(
+                plan.input_dir, settings, max_pixels=config.max_pixels,
+                exif_transpose=config.exif_transpose,
+                seed=config.seed)).with_outputs(
+                    decoding.FAILURES_TAG, main="images"))
+    images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
+    # DecodedImage; DecodeFailure
 
-  shards = images | "WriteShards" >> writing.WriteShards(
-      plan.staging_dir, config.num_shards, plan.class_names, settings,
-      beam.pvalue.AsSingleton(planned))
-  # ShardInfo
+    shards = images | "WriteShards" >> writing.WriteShards(
+        plan.staging_dir, config.num_shards, plan.class_names, settings,
+        beam.pvalue.AsSingleton(planned))
+    # ShardInfo
 
   # The preprocessing_fn has no analyzers, so the graph does not depend on the
   # data: TFT gets no examples. Feeding it the first image of every class cost
@@ -173,7 +188,8 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
         | "ContactSheet" >> contact_sheet.WriteContactSheet(
             plan.staging_dir,
             title=contact_sheet.sheet_title(
-                plan.output_dir, config.seed, config.samples_per_class)))
+                plan.output_dir, config.seed, config.samples_per_class),
+            total=sheet_total))
         # contact sheet page paths
   all_writers_done = writers_done | "WritersDone" >> beam.Flatten()
 

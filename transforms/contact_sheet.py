@@ -483,8 +483,11 @@ class WriteContactSheet(beam.PTransform):
   def __init__(self, output_dir: str, max_per_class: int = DEFAULT_MAX_PER_CLASS,
                max_cells: int = DEFAULT_MAX_CELLS,
                cell_size: int = DEFAULT_CELL_SIZE,
-               title: str = "exemplar contact sheet"):
+               title: str = "exemplar contact sheet", total=None):
+    """`total`: a one-element PCollection with the number of images stored, when
+    the input holds only some of them; by default the input is counted."""
     super().__init__()
+    self._total = total
     if max_per_class < 1 or max_cells < 1:
       raise ValueError("max_per_class and max_cells must be >= 1")
     self._output_dir = output_dir
@@ -495,7 +498,9 @@ class WriteContactSheet(beam.PTransform):
 
   def expand(self, images):
     max_per_class = self._max_per_class
-    total = images | "CountImages" >> beam.combiners.Count.Globally()
+    total = self._total
+    if total is None:
+      total = images | "CountImages" >> beam.combiners.Count.Globally()
     return (
         images
         | "FirstPerClass" >> beam.Filter(lambda image: image.rank < max_per_class)

@@ -19,6 +19,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import itertools
 import logging
 import os
 import time
@@ -331,6 +332,29 @@ def read_file(path: str) -> Union[bytes, str]:
     return f"unreadable: {first_line(str(e))}"
 
 
+def decode_file(decoder: ImageDecoder, source_path: str):
+  """Reads and decodes one file: (DecodeResult or failure reason, msec)."""
+  started = time.monotonic()
+  raw = read_file(source_path)
+  result = raw if isinstance(raw, str) else decoder.decode(raw)
+  return result, int((time.monotonic() - started) * 1000)
+
+
+def decode_in_order(decoder: ImageDecoder, pool, source_paths: Sequence[str],
+                    lookahead: int) -> Iterator:
+  """Yields (DecodeResult or reason, msec) for each path, in order, decoding up
+  to `lookahead` ahead on `pool`'s threads: cores busy, memory bounded."""
+  pending = collections.deque()
+  paths = iter(source_paths)
+  for path in itertools.islice(paths, lookahead):
+    pending.append(pool.submit(decode_file, decoder, path))
+  while pending:
+    result = pending.popleft().result()
+    for path in itertools.islice(paths, 1):
+      pending.append(pool.submit(decode_file, decoder, path))
+    yield result
+
+
 class DecodeChosen(beam.DoFn):
   """DecodeTask -> DecodedImage (main) and DecodeFailure (tagged 'failures').
 
@@ -420,11 +444,8 @@ class DecodeChosen(beam.DoFn):
           break  # the class has no more files
       relative_path = candidates[tried]
       tried += 1
-      started = time.monotonic()
       source_path = listing.join(self._root, relative_path)
-      raw = read_file(source_path)
-      result = raw if isinstance(raw, str) else self._decoder.decode(raw)
-      msec = int((time.monotonic() - started) * 1000)
+      result, msec = decode_file(self._decoder, source_path)
       if isinstance(result, str):
         events.append(("failed", msec, DecodeFailure(
             task.class_name, relative_path, source_path, result)))
@@ -458,13 +479,15 @@ class DecodeChosen(beam.DoFn):
 
 
 def decode_tasks(class_name: str, label: int, candidates: Sequence[str],
-                 need: Optional[int], chunk_size: int,
+                 need: Optional[int], chunk_size: int = 64,
                  seen: int = 0) -> Iterable[DecodeTask]:
   """Splits a class's candidates into decode tasks.
 
   With a sample (`need` = k) the class is one task, so spares replace failures
   in order (and more are drawn if they all fail). Without one (`need` None:
-  every file) the class is cut into chunks that decode in parallel.
+  every file) the class is cut into chunks that decode in parallel (the
+  pipeline writes every-file runs with writing.DecodeAndWriteShards instead;
+  the decode benchmark uses these chunks).
   """
   if need is not None:
     yield DecodeTask(class_name, label, list(candidates), need, 0, seen)

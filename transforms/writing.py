@@ -25,7 +25,7 @@ from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
 from transforms import progress
-from transforms.decoding import DecodedImage, ImageSettings
+from transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 
 DATASET_NAME = "exemplar"
 SPLIT = "train"
@@ -255,3 +255,148 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
   if fixed:
     return fixed
   return auto_num_shards(sum(planned.values()), settings)
+
+
+# --- every image kept: decode and write each shard in one step -------------
+#
+# With `--samples_per_class all` the shard of every file is known before it is
+# decoded (its class's offset plus its rank in the class), so only paths cross
+# the shuffle and each shard's images are decoded on a thread pool and
+# streamed into the shard file in record order: memory stays at the images in
+# flight instead of every encoded image of the dataset.
+
+SHEET_TAG = "sheet"
+
+
+class ShardEntry(NamedTuple):
+  label: int
+  rank: int
+  class_name: str
+  relative_path: str
+
+
+class AssignShards(beam.DoFn):
+  """(class, PartialSample) -> ((shard_index, num_shards), ShardEntry) per file."""
+
+  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
+               settings: ImageSettings):
+    self._fixed_num_shards = num_shards
+    self._class_names = list(class_names)
+    self._labels = {name: label for label, name in enumerate(class_names)}
+    self._settings = settings
+
+  def process(self, element, planned: Dict[str, int]):
+    class_name, sample = element
+    offsets = class_offsets(planned, self._class_names)
+    num_shards = resolve_num_shards(self._fixed_num_shards, planned, self._settings)
+    label = self._labels[class_name]
+    for rank, (_, relative_path) in enumerate(sample.candidates):
+      shard = (offsets[class_name] + rank) % num_shards
+      yield (shard, num_shards), ShardEntry(label, rank, class_name, relative_path)
+
+
+class DecodeAndWriteShard(beam.DoFn):
+  """((index, num_shards), [ShardEntry]) -> ShardInfo (main), DecodeFailure
+  ('failures'), and the first `sheet_per_class` images of a class ('sheet')."""
+
+  def __init__(self, input_root: str, output_dir: str, settings: ImageSettings,
+               max_pixels: int, exif_transpose: bool, sheet_per_class: int):
+    self._root = input_root
+    self._output_dir = output_dir
+    self._settings = settings
+    self._max_pixels = max_pixels
+    self._exif_transpose = exif_transpose
+    self._sheet_per_class = sheet_per_class
+    self._decoded = Metrics.counter("exemplar", "images_decoded")
+    self._failed = Metrics.counter("exemplar", "images_failed")
+    self._decode_msec = Metrics.counter("exemplar", "decode_msec")
+    self._shards = Metrics.counter("exemplar", "shards_written")
+    self._examples = Metrics.counter("exemplar", "examples_written")
+    self._msec = Metrics.counter("exemplar", "write_msec")
+
+  def setup(self):
+    import concurrent.futures
+    from transforms import decoding
+    self._decoder = decoding.ImageDecoder(
+        self._settings, self._max_pixels, self._exif_transpose)
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        decoding.DECODE_THREADS, thread_name_prefix="decode")
+
+  def teardown(self):
+    pool = getattr(self, "_pool", None)
+    if pool is not None:
+      pool.shutdown(wait=True)
+
+  def process(self, element) -> Iterator:
+    from transforms import decoding, listing
+    (index, num_shards), entries = element
+    started = time.monotonic()
+    entries = sorted(ShardEntry(*e) for e in entries)
+    sources = [listing.join(self._root, e.relative_path) for e in entries]
+    rows: List[ManifestRow] = []
+    failures: List[decoding.DecodeFailure] = []
+    sheet: List[DecodedImage] = []
+
+    def records() -> Iterator[bytes]:
+      results = decoding.decode_in_order(
+          self._decoder, self._pool, sources, 2 * decoding.DECODE_THREADS)
+      for entry, source, (result, msec) in zip(entries, sources, results):
+        self._decode_msec.inc(msec)
+        if isinstance(result, str):
+          self._failed.inc()
+          progress.tick("images failed")
+          failures.append(decoding.DecodeFailure(
+              entry.class_name, entry.relative_path, source, result))
+          continue
+        self._decoded.inc()
+        progress.tick("images decoded")
+        image = DecodedImage(
+            class_name=entry.class_name, label=entry.label, rank=entry.rank,
+            relative_path=entry.relative_path, source_path=source,
+            encoded=result.encoded, source_height=result.source_height,
+            source_width=result.source_width, sha256=result.sha256)
+        rows.append(ManifestRow(
+            image.class_name, image.label, image.rank, image.relative_path,
+            image.source_path, image.sha256, image.source_height,
+            image.source_width, name))
+        if image.rank < self._sheet_per_class:
+          sheet.append(image)
+        yield serialize_example(image, self._settings)
+
+    name = shard_file_name(index, num_shards)
+    num_bytes = write_file_atomically(
+        FileSystems.join(self._output_dir, name), tfrecord_bytes(records()))
+    self._shards.inc()
+    self._examples.inc(len(rows))
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("shards written")
+    yield ShardInfo(index, name, len(rows), num_bytes, rows)
+    for failure in failures:
+      yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+    for image in sheet:
+      yield beam.pvalue.TaggedOutput(SHEET_TAG, image)
+
+
+class DecodeAndWriteShards(beam.PTransform):
+  """(class, PartialSample with every file) -> tagged outputs 'shards'
+  (ShardInfo), 'failures' (DecodeFailure) and 'sheet' (DecodedImage)."""
+
+  def __init__(self, input_root: str, output_dir: str, num_shards: Optional[int],
+               class_names: Sequence[str], settings: ImageSettings,
+               planned_per_class, max_pixels: int = 0,
+               exif_transpose: bool = False, sheet_per_class: int = 10):
+    super().__init__()
+    self._assign = AssignShards(num_shards, class_names, settings)
+    self._write = DecodeAndWriteShard(input_root, output_dir, settings,
+                                      max_pixels, exif_transpose, sheet_per_class)
+    self._planned = planned_per_class
+
+  def expand(self, samples):
+    return (
+        samples
+        | "AssignShards" >> beam.ParDo(self._assign, planned=self._planned)
+        # ((shard_index, num_shards), ShardEntry)
+        | "GroupByShard" >> beam.GroupByKey()
+        # ((shard_index, num_shards), [ShardEntry])
+        | "DecodeAndWriteShard" >> beam.ParDo(self._write).with_outputs(
+            FAILURES_TAG, SHEET_TAG, main="shards"))
