@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -70,11 +70,14 @@ class ListAndSampleClass(beam.DoFn):
 
 def plan_decodes(element: Tuple[str, sampling.PartialSample],
                  labels: Dict[str, int], need: int) -> Iterator[decoding.DecodeTask]:
-  """(class, sample) -> the class's DecodeTask: its candidates, best first."""
+  """(class, sample) -> the class's DecodeTask: its candidates, best first.
+
+  One task per class, so spares replace failures in seeded order (and more
+  are drawn if they all fail)."""
   class_name, sample = element
   paths = [path for _, path in sample.candidates]
-  yield from decoding.decode_tasks(
-      class_name, labels[class_name], paths, need, seen=sample.seen)
+  yield decoding.DecodeTask(class_name, labels[class_name], paths, need,
+                            first_rank=0, seen=sample.seen)
 
 
 def class_stats(element: Tuple[str, sampling.PartialSample],

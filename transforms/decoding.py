@@ -23,7 +23,7 @@ import itertools
 import logging
 import os
 import time
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -132,7 +132,7 @@ class DecodeTask(NamedTuple):
   label: int
   candidates: List[str]  # relative paths, in sampling-priority order
   need: int
-  first_rank: int  # rank of candidates[0] within its class (for chunked tasks)
+  first_rank: int  # rank of candidates[0] within its class (0 but in benchmarks)
   seen: int = 0  # files in the class; more than the candidates: more can be drawn
 
 
@@ -332,6 +332,23 @@ def read_file(path: str) -> Union[bytes, str]:
     return f"unreadable: {first_line(str(e))}"
 
 
+def decoded_image(class_name: str, label: int, rank: int, relative_path: str,
+                  source_path: str, result: DecodeResult) -> DecodedImage:
+  return DecodedImage(
+      class_name=class_name, label=label, rank=rank,
+      relative_path=relative_path, source_path=source_path,
+      encoded=result.encoded, source_height=result.source_height,
+      source_width=result.source_width, sha256=result.sha256)
+
+
+def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
+  """Threads for decoding: TF's decode, resize and encode release the GIL, so
+  a few threads use every core of an in-process run (2.0x on 2 cores), with no
+  worker processes to start and no images copied between them."""
+  return concurrent.futures.ThreadPoolExecutor(
+      DECODE_THREADS, thread_name_prefix="decode")
+
+
 def decode_file(decoder: ImageDecoder, source_path: str):
   """Reads and decodes one file: (DecodeResult or failure reason, msec)."""
   started = time.monotonic()
@@ -378,11 +395,7 @@ class DecodeChosen(beam.DoFn):
   def setup(self):
     self._decoder = ImageDecoder(self._settings, self._max_pixels,
                                  self._exif_transpose)
-    # TF's decode, resize and encode release the GIL, so tasks decoded on a few
-    # threads use every core of an in-process run (2.0x on 2 cores), with no
-    # worker processes to start and no images copied between them.
-    self._pool = concurrent.futures.ThreadPoolExecutor(
-        DECODE_THREADS, thread_name_prefix="decode")
+    self._pool = decode_pool()
 
   def teardown(self):
     pool = getattr(self, "_pool", None)
@@ -450,12 +463,9 @@ class DecodeChosen(beam.DoFn):
         events.append(("failed", msec, DecodeFailure(
             task.class_name, relative_path, source_path, result)))
         continue
-      rank = task.first_rank + stored
-      events.append(("decoded", msec, DecodedImage(
-          class_name=task.class_name, label=task.label, rank=rank,
-          relative_path=relative_path, source_path=source_path,
-          encoded=result.encoded, source_height=result.source_height,
-          source_width=result.source_width, sha256=result.sha256)))
+      events.append(("decoded", msec, decoded_image(
+          task.class_name, task.label, task.first_rank + stored, relative_path,
+          source_path, result)))
       stored += 1
     return events
 
@@ -476,22 +486,3 @@ class DecodeChosen(beam.DoFn):
     if more[:len(candidates)] != candidates:  # the folder changed under us
       return candidates
     return more
-
-
-def decode_tasks(class_name: str, label: int, candidates: Sequence[str],
-                 need: Optional[int], chunk_size: int = 64,
-                 seen: int = 0) -> Iterable[DecodeTask]:
-  """Splits a class's candidates into decode tasks.
-
-  With a sample (`need` = k) the class is one task, so spares replace failures
-  in order (and more are drawn if they all fail). Without one (`need` None:
-  every file) the class is cut into chunks that decode in parallel (the
-  pipeline writes every-file runs with writing.DecodeAndWriteShards instead;
-  the decode benchmark uses these chunks).
-  """
-  if need is not None:
-    yield DecodeTask(class_name, label, list(candidates), need, 0, seen)
-    return
-  for start in range(0, len(candidates), chunk_size):
-    chunk = list(candidates[start:start + chunk_size])
-    yield DecodeTask(class_name, label, chunk, len(chunk), start)

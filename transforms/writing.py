@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from transforms import progress
+from transforms import decoding, listing, progress
 from transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 
 DATASET_NAME = "exemplar"
@@ -72,6 +72,12 @@ class ManifestRow(NamedTuple):
   source_height: int
   source_width: int
   shard: str
+
+
+def manifest_row(image: DecodedImage, shard_name: str) -> ManifestRow:
+  return ManifestRow(image.class_name, image.label, image.rank,
+                     image.relative_path, image.source_path, image.sha256,
+                     image.source_height, image.source_width, shard_name)
 
 
 class ShardInfo(NamedTuple):
@@ -188,17 +194,15 @@ class WriteShard(beam.DoFn):
     self._examples.inc(len(ordered))
     self._msec.inc(int((time.monotonic() - started) * 1000))
     progress.tick("shards written")
-    yield ShardInfo(index, name, len(ordered), num_bytes, [
-        ManifestRow(i.class_name, i.label, i.rank, i.relative_path,
-                    i.source_path, i.sha256, i.source_height, i.source_width,
-                    name) for i in ordered])
+    yield ShardInfo(index, name, len(ordered), num_bytes,
+                    [manifest_row(i, name) for i in ordered])
 
 
-class KeyByShard(beam.DoFn):
-  """DecodedImage -> ((shard_index, num_shards), DecodedImage).
+class ShardLayout:
+  """(class offsets, num_shards) for a {class: planned} side-input value.
 
-  The shard layout is computed once per side-input value, not per image (with
-  every image kept that is millions of images times thousands of classes).
+  Computed once per side-input value, not per element (with every image kept
+  that is millions of images times thousands of classes).
   """
 
   def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
@@ -206,14 +210,25 @@ class KeyByShard(beam.DoFn):
     self._fixed_num_shards = num_shards
     self._class_names = list(class_names)
     self._settings = settings
-    self._layout = None  # (planned dict, offsets, num_shards)
+    self._cached = None  # (planned dict, offsets, num_shards)
 
-  def process(self, image: DecodedImage, planned: Dict[str, int]):
-    if self._layout is None or self._layout[0] is not planned:
-      self._layout = (planned, class_offsets(planned, self._class_names),
+  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int]:
+    if self._cached is None or self._cached[0] is not planned:
+      self._cached = (planned, class_offsets(planned, self._class_names),
                       resolve_num_shards(self._fixed_num_shards, planned,
                                          self._settings))
-    _, offsets, num_shards = self._layout
+    return self._cached[1], self._cached[2]
+
+
+class KeyByShard(beam.DoFn):
+  """DecodedImage -> ((shard_index, num_shards), DecodedImage)."""
+
+  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
+               settings: ImageSettings):
+    self._layout = ShardLayout(num_shards, class_names, settings)
+
+  def process(self, image: DecodedImage, planned: Dict[str, int]):
+    offsets, num_shards = self._layout(planned)
     yield (shard_of(image, offsets, num_shards), num_shards), image
 
 
@@ -280,15 +295,12 @@ class AssignShards(beam.DoFn):
 
   def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
                settings: ImageSettings):
-    self._fixed_num_shards = num_shards
-    self._class_names = list(class_names)
+    self._layout = ShardLayout(num_shards, class_names, settings)
     self._labels = {name: label for label, name in enumerate(class_names)}
-    self._settings = settings
 
   def process(self, element, planned: Dict[str, int]):
     class_name, sample = element
-    offsets = class_offsets(planned, self._class_names)
-    num_shards = resolve_num_shards(self._fixed_num_shards, planned, self._settings)
+    offsets, num_shards = self._layout(planned)
     label = self._labels[class_name]
     for rank, (_, relative_path) in enumerate(sample.candidates):
       shard = (offsets[class_name] + rank) % num_shards
@@ -315,12 +327,9 @@ class DecodeAndWriteShard(beam.DoFn):
     self._msec = Metrics.counter("exemplar", "write_msec")
 
   def setup(self):
-    import concurrent.futures
-    from transforms import decoding
     self._decoder = decoding.ImageDecoder(
         self._settings, self._max_pixels, self._exif_transpose)
-    self._pool = concurrent.futures.ThreadPoolExecutor(
-        decoding.DECODE_THREADS, thread_name_prefix="decode")
+    self._pool = decoding.decode_pool()
 
   def teardown(self):
     pool = getattr(self, "_pool", None)
@@ -328,7 +337,6 @@ class DecodeAndWriteShard(beam.DoFn):
       pool.shutdown(wait=True)
 
   def process(self, element) -> Iterator:
-    from transforms import decoding, listing
     (index, num_shards), entries = element
     started = time.monotonic()
     entries = sorted(ShardEntry(*e) for e in entries)
@@ -350,15 +358,10 @@ class DecodeAndWriteShard(beam.DoFn):
           continue
         self._decoded.inc()
         progress.tick("images decoded")
-        image = DecodedImage(
-            class_name=entry.class_name, label=entry.label, rank=entry.rank,
-            relative_path=entry.relative_path, source_path=source,
-            encoded=result.encoded, source_height=result.source_height,
-            source_width=result.source_width, sha256=result.sha256)
-        rows.append(ManifestRow(
-            image.class_name, image.label, image.rank, image.relative_path,
-            image.source_path, image.sha256, image.source_height,
-            image.source_width, name))
+        image = decoding.decoded_image(
+            entry.class_name, entry.label, entry.rank, entry.relative_path,
+            source, result)
+        rows.append(manifest_row(image, name))
         if image.rank < self._sheet_per_class:
           sheet.append(image)
         yield serialize_example(image, self._settings)

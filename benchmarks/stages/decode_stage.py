@@ -30,7 +30,7 @@ from typing import List, Tuple
 
 from transforms import decoding, listing
 
-CHUNK = 64  # pipeline/assemble.py DECODE_CHUNK
+CHUNK = 64  # files per decode task
 SETTINGS = decoding.ImageSettings()  # exemplar's defaults: 256x256 bilinear png
 
 
@@ -39,11 +39,12 @@ def all_tasks(root: str, limit: int = 0) -> List[decoding.DecodeTask]:
   tasks, images = [], 0
   for label, class_name in enumerate(listing.list_class_folders(root)):
     paths = sorted(listing.walk_class_folder(root, class_name))
-    for task in decoding.decode_tasks(class_name, label, paths, None, CHUNK):
+    for start in range(0, len(paths), CHUNK):
       if limit and images >= limit:
         return tasks
-      tasks.append(task)
-      images += len(task.candidates)
+      chunk = paths[start:start + CHUNK]
+      tasks.append(decoding.DecodeTask(class_name, label, chunk, len(chunk), start))
+      images += len(chunk)
   return tasks
 
 
