@@ -16,6 +16,8 @@ from typing import List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.decoding import COLOR_MODES
+
 
 def _read_text(path: str) -> str:
   with FileSystems.open(path) as f:
@@ -46,7 +48,7 @@ def load_dataset(output_dir: str, batch_size: Optional[int] = None,
       FileSystems.join(output_dir, metadata.CLASS_NAMES_FILE)).splitlines()
   summary = json.loads(_read_text(FileSystems.join(output_dir, metadata.SUMMARY_JSON)))
   height, width = summary["config"]["image_size"]
-  channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[summary["config"]["color_mode"]]
+  channels = COLOR_MODES[summary["config"]["color_mode"]]
   spec = {
       "image": tf.io.FixedLenFeature([], tf.string),
       "label": tf.io.FixedLenFeature([], tf.int64),
