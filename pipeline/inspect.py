@@ -35,6 +35,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import contact_sheet as sheets
+from transforms.decoding import COLOR_MODES
 
 SUCCESS_MARKER = "_SUCCESS"
 SUMMARY_JSON = "summary.json"
@@ -42,7 +43,6 @@ MANIFEST_FILE = "manifest.csv"
 ERRORS_FILE = "errors.csv"
 CLASS_NAMES_FILE = "class_names.txt"
 SHARD_GLOB = "exemplar-train.tfrecord-*-of-*"
-CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 PIL_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 MAX_PROBLEMS_SHOWN = 20
@@ -479,7 +479,7 @@ class Verifier:
     self._dataset = dataset
     height, width = config.get("image_size") or (None, None)
     self._size = (width, height)
-    self._channels = CHANNELS.get(config.get("color_mode"))
+    self._channels = COLOR_MODES.get(config.get("color_mode"))
     self._format = PIL_FORMATS.get(config.get("image_format"))
     self._manifest = {row["relative_path"]: row for row in manifest}
     self._manifest_rows = manifest
