@@ -135,6 +135,9 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       lambda d: {name: value[1] for name, value in d.items()})
   # {class: planned}
 
+  # The decoders make the sheet's thumbnails from the pixels they hold.
+  sheet_per_class = contact_sheet.DEFAULT_MAX_PER_CLASS if config.contact_sheet else 0
+  sheet_cell_size = contact_sheet.DEFAULT_CELL_SIZE
   sheet_total = None
   if config.sample_all:
     # Every file kept: decode and write each shard in one step (writing.py).
@@ -142,7 +145,7 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
         plan.input_dir, plan.staging_dir, config.num_shards, plan.class_names,
         settings, beam.pvalue.AsSingleton(planned), max_pixels=config.max_pixels,
         exif_transpose=config.exif_transpose,
-        sheet_per_class=contact_sheet.DEFAULT_MAX_PER_CLASS)
+        sheet_per_class=sheet_per_class, thumbnail_size=sheet_cell_size)
     shards, failures = written.shards, written[decoding.FAILURES_TAG]
     images = written[writing.SHEET_TAG]
     # ShardInfo; DecodeFailure; DecodedImage (the first of each class, for the sheet)
@@ -160,8 +163,9 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
         | "DecodeChosen" >> beam.ParDo(
             decoding.DecodeChosen(
                 plan.input_dir, settings, max_pixels=config.max_pixels,
-                exif_transpose=config.exif_transpose,
-                seed=config.seed)).with_outputs(
+                exif_transpose=config.exif_transpose, seed=config.seed,
+                thumbnail_ranks=sheet_per_class,
+                thumbnail_size=sheet_cell_size)).with_outputs(
                     decoding.FAILURES_TAG, main="images"))
     images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
     # DecodedImage; DecodeFailure
@@ -189,7 +193,8 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
     writers_done.append(
         images
         | "ContactSheet" >> contact_sheet.WriteContactSheet(
-            plan.staging_dir,
+            plan.staging_dir, max_per_class=sheet_per_class,
+            cell_size=sheet_cell_size,
             title=contact_sheet.sheet_title(
                 plan.output_dir, config.seed, config.samples_per_class),
             total=sheet_total))

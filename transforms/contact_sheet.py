@@ -416,9 +416,12 @@ def cell_order(cell: SheetCell) -> Tuple[int, int]:
 
 
 def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
-  """DecodedImage -> SheetCell holding a small PNG (drops the big bytes)."""
-  return SheetCell(image.class_name, image.label, image.rank,
-                   thumbnail_png(image.encoded, cell_size))
+  """DecodedImage -> SheetCell holding a small PNG (drops the big bytes).
+
+  Uses the thumbnail the decoder made from the pixels when there is one (the
+  same bytes: the stored PNG is lossless), else decodes the stored image."""
+  thumbnail = getattr(image, "thumbnail", b"") or thumbnail_png(image.encoded, cell_size)
+  return SheetCell(image.class_name, image.label, image.rank, thumbnail)
 
 
 def sheet_title(output_dir: str, seed, samples_per_class) -> str:

@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import listing, progress
+from transforms import contact_sheet, listing, progress
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ class DecodedImage(NamedTuple):
   source_height: int
   source_width: int
   sha256: str
+  # A contact-sheet thumbnail (PNG) made from the pixels while they were at
+  # hand, for the first images of a class; b"" for the rest.
+  thumbnail: bytes = b""
 
 
 class DecodeFailure(NamedTuple):
@@ -287,11 +290,15 @@ class ImageDecoder:
     def decode_encode(image_bytes, orientation):
       image, height, width = decode_and_resize(
           image_bytes, settings, orientation if exif_transpose else None)
-      return encode(to_uint8(image), settings), height, width
+      pixels = to_uint8(image)
+      return encode(pixels, settings), pixels, height, width
 
     self._decode_encode = decode_encode
 
-  def decode(self, raw: bytes):
+  def decode(self, raw: bytes, thumbnail_size: int = 0):
+    """`thumbnail_size` > 0 also makes the contact-sheet thumbnail from the
+    pixels, here on the decoding thread, instead of decoding the stored image
+    again on the one worker that draws the sheet."""
     if not raw:
       return "empty file"
     if self._max_pixels:
@@ -306,14 +313,16 @@ class ImageDecoder:
     orientation = exif_orientation(raw) if self._exif_transpose else 1
     tf = self._tf
     try:
-      encoded, height, width = self._decode_encode(
+      encoded, pixels, height, width = self._decode_encode(
           tf.constant(raw), tf.constant(orientation, tf.int32))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
             tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
             tf.errors.DataLossError) as e:
       return f"cannot decode: {tf_error_reason(e.message)}"
+    thumbnail = (contact_sheet.thumbnail_png(pixels.numpy(), thumbnail_size)
+                 if thumbnail_size else b"")
     return DecodeResult(encoded.numpy(), int(height), int(width),
-                        hashlib.sha256(raw).hexdigest())
+                        hashlib.sha256(raw).hexdigest(), thumbnail)
 
 
 class DecodeResult(NamedTuple):
@@ -321,6 +330,7 @@ class DecodeResult(NamedTuple):
   source_height: int
   source_width: int
   sha256: str
+  thumbnail: bytes = b""
 
 
 def read_file(path: str) -> Union[bytes, str]:
@@ -338,7 +348,8 @@ def decoded_image(class_name: str, label: int, rank: int, relative_path: str,
       class_name=class_name, label=label, rank=rank,
       relative_path=relative_path, source_path=source_path,
       encoded=result.encoded, source_height=result.source_height,
-      source_width=result.source_width, sha256=result.sha256)
+      source_width=result.source_width, sha256=result.sha256,
+      thumbnail=result.thumbnail)
 
 
 def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -349,26 +360,27 @@ def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
       DECODE_THREADS, thread_name_prefix="decode")
 
 
-def decode_file(decoder: ImageDecoder, source_path: str):
+def decode_file(decoder: ImageDecoder, source_path: str, thumbnail_size: int = 0):
   """Reads and decodes one file: (DecodeResult or failure reason, msec)."""
   started = time.monotonic()
   raw = read_file(source_path)
-  result = raw if isinstance(raw, str) else decoder.decode(raw)
+  result = raw if isinstance(raw, str) else decoder.decode(raw, thumbnail_size)
   return result, int((time.monotonic() - started) * 1000)
 
 
-def decode_in_order(decoder: ImageDecoder, pool, source_paths: Sequence[str],
-                    lookahead: int) -> Iterator:
-  """Yields (DecodeResult or reason, msec) for each path, in order, decoding up
-  to `lookahead` ahead on `pool`'s threads: cores busy, memory bounded."""
+def decode_in_order(decoder: ImageDecoder, pool,
+                    jobs: Sequence[Tuple[str, int]], lookahead: int) -> Iterator:
+  """(source path, thumbnail size or 0) jobs -> (DecodeResult or reason, msec)
+  for each, in order, decoding up to `lookahead` ahead on `pool`'s threads:
+  cores busy, memory bounded."""
   pending = collections.deque()
-  paths = iter(source_paths)
-  for path in itertools.islice(paths, lookahead):
-    pending.append(pool.submit(decode_file, decoder, path))
+  jobs = iter(jobs)
+  for job in itertools.islice(jobs, lookahead):
+    pending.append(pool.submit(decode_file, decoder, *job))
   while pending:
     result = pending.popleft().result()
-    for path in itertools.islice(paths, 1):
-      pending.append(pool.submit(decode_file, decoder, path))
+    for job in itertools.islice(jobs, 1):
+      pending.append(pool.submit(decode_file, decoder, *job))
     yield result
 
 
@@ -381,8 +393,13 @@ class DecodeChosen(beam.DoFn):
   """
 
   def __init__(self, input_root: str, settings: ImageSettings,
-               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0):
+               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
+               thumbnail_ranks: int = 0,
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     self._root = listing.normalize_root(input_root)
+    # Images ranked below `thumbnail_ranks` in their class carry a thumbnail.
+    self._thumbnail_ranks = thumbnail_ranks
+    self._thumbnail_size = thumbnail_size
     self._seed = seed
     self._refills = Metrics.counter("exemplar", "candidate_refills")
     self._settings = settings
@@ -458,13 +475,16 @@ class DecodeChosen(beam.DoFn):
       relative_path = candidates[tried]
       tried += 1
       source_path = listing.join(self._root, relative_path)
-      result, msec = decode_file(self._decoder, source_path)
+      rank = task.first_rank + stored
+      result, msec = decode_file(
+          self._decoder, source_path,
+          self._thumbnail_size if rank < self._thumbnail_ranks else 0)
       if isinstance(result, str):
         events.append(("failed", msec, DecodeFailure(
             task.class_name, relative_path, source_path, result)))
         continue
       events.append(("decoded", msec, decoded_image(
-          task.class_name, task.label, task.first_rank + stored, relative_path,
+          task.class_name, task.label, rank, relative_path,
           source_path, result)))
       stored += 1
     return events

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from transforms import decoding, listing, progress
+from transforms import contact_sheet, decoding, listing, progress
 from transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 
 DATASET_NAME = "exemplar"
@@ -312,8 +312,10 @@ class DecodeAndWriteShard(beam.DoFn):
   ('failures'), and the first `sheet_per_class` images of a class ('sheet')."""
 
   def __init__(self, input_root: str, output_dir: str, settings: ImageSettings,
-               max_pixels: int, exif_transpose: bool, sheet_per_class: int):
+               max_pixels: int, exif_transpose: bool, sheet_per_class: int,
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     self._root = input_root
+    self._thumbnail_size = thumbnail_size
     self._output_dir = output_dir
     self._settings = settings
     self._max_pixels = max_pixels
@@ -346,8 +348,11 @@ class DecodeAndWriteShard(beam.DoFn):
     sheet: List[DecodedImage] = []
 
     def records() -> Iterator[bytes]:
+      jobs = [(source, self._thumbnail_size
+               if entry.rank < self._sheet_per_class else 0)
+              for entry, source in zip(entries, sources)]
       results = decoding.decode_in_order(
-          self._decoder, self._pool, sources, 2 * decoding.DECODE_THREADS)
+          self._decoder, self._pool, jobs, 2 * decoding.DECODE_THREADS)
       for entry, source, (result, msec) in zip(entries, sources, results):
         self._decode_msec.inc(msec)
         if isinstance(result, str):
@@ -363,7 +368,8 @@ class DecodeAndWriteShard(beam.DoFn):
             source, result)
         rows.append(manifest_row(image, name))
         if image.rank < self._sheet_per_class:
-          sheet.append(image)
+          # The sheet draws the thumbnail: do not hold the stored image.
+          sheet.append(image._replace(encoded=b""))
         yield serialize_example(image, self._settings)
 
     name = shard_file_name(index, num_shards)
@@ -387,11 +393,13 @@ class DecodeAndWriteShards(beam.PTransform):
   def __init__(self, input_root: str, output_dir: str, num_shards: Optional[int],
                class_names: Sequence[str], settings: ImageSettings,
                planned_per_class, max_pixels: int = 0,
-               exif_transpose: bool = False, sheet_per_class: int = 10):
+               exif_transpose: bool = False, sheet_per_class: int = 10,
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     super().__init__()
     self._assign = AssignShards(num_shards, class_names, settings)
     self._write = DecodeAndWriteShard(input_root, output_dir, settings,
-                                      max_pixels, exif_transpose, sheet_per_class)
+                                      max_pixels, exif_transpose, sheet_per_class,
+                                      thumbnail_size)
     self._planned = planned_per_class
 
   def expand(self, samples):
