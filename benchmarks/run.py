@@ -17,7 +17,7 @@ Cases:
     naive Beam pipeline (MatchFiles -> Sample.FixedSizePerKey); a raw
     os.scandir walk (the floor); and the listing+sampling stage alone;
   * memory growth: exemplar on the 130k-file tree vs the 1.3M-file tree;
-  * decode throughput: exemplar's DecodeChosen in Beam vs a plain loop of the
+  * decode throughput: exemplar's decode-and-write step in Beam vs a plain loop of the
     same decode+resize+encode, on the same cores (10,000 distinct photos);
   * `--samples_per_class all` on the 10,000-photo tree vs
     image_dataset_from_directory merely iterating it.
@@ -203,8 +203,8 @@ def run_all(bench: Bench) -> None:
   decode = script("stages", "decode_stage.py") + [photos, "--limit", str(decode_limit)]
   bench.run("dec_loop1", "plain loop, 1 process", decode + ["--mode", "loop", "--processes", "1"])
   bench.run("dec_loop2", "plain loop, 2 processes", decode + ["--mode", "loop", "--processes", "2"])
-  bench.run("dec_beam", "exemplar DecodeChosen, in-process", decode + ["--mode", "beam"])
-  bench.run("dec_beam_mp", "exemplar DecodeChosen, 2 processes", decode + ["--mode", "beam"] + MP)
+  bench.run("dec_beam", "exemplar decode+write stage, in-process", decode + ["--mode", "beam"])
+  bench.run("dec_beam_mp", "exemplar decode+write stage, 2 processes", decode + ["--mode", "beam"] + MP)
 
   bench.log(f"\n[4] --samples_per_class all on {photo_files:,} distinct photos")
   bench.exemplar("all", "exemplar all (in-process)", photos,

@@ -3,8 +3,9 @@
     class folders
       -> list each folder where it lies and sample it there   transforms/listing.py
       -> merge partial samples per class (seeded bottom-k)    transforms/sampling.py
+      -> plan each shard's decodes: only paths are shuffled   transforms/writing.py
       -> decode and resize only the chosen images             transforms/decoding.py
-      -> sharded TFRecords                                    transforms/writing.py
+         straight into sharded TFRecords                      transforms/writing.py
       -> the TFT transform graph                              transforms/tft_graph.py
       -> a contact sheet of the picks                         transforms/contact_sheet.py
       -> metadata, summary                                    transforms/metadata.py
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Iterator, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -68,18 +69,6 @@ class ListAndSampleClass(beam.DoFn):
     yield class_name, sample
 
 
-def plan_decodes(element: Tuple[str, sampling.PartialSample],
-                 labels: Dict[str, int], need: int) -> Iterator[decoding.DecodeTask]:
-  """(class, sample) -> the class's DecodeTask: its candidates, best first.
-
-  One task per class, so spares replace failures in seeded order (and more
-  are drawn if they all fail)."""
-  class_name, sample = element
-  paths = [path for _, path in sample.candidates]
-  yield decoding.DecodeTask(class_name, labels[class_name], paths, need,
-                            first_rank=0, seen=sample.seen)
-
-
 def class_stats(element: Tuple[str, sampling.PartialSample],
                 need) -> Tuple[str, Tuple[int, int]]:
   """(class, sample) -> (class, (files seen, images planned))."""
@@ -120,7 +109,6 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
   settings = config.image
   need = None if config.sample_all else config.samples_per_class
   capacity = UNBOUNDED if need is None else sampling.capacity_for(need, config.spares)
-  labels = {name: label for label, name in enumerate(plan.class_names)}
 
   samples = p | "Sample" >> SampleImageFolder(
       plan.input_dir, plan.class_names, config.seed, capacity)
@@ -138,42 +126,20 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
   # The decoders make the sheet's thumbnails from the pixels they hold.
   sheet_per_class = contact_sheet.DEFAULT_MAX_PER_CLASS if config.contact_sheet else 0
   sheet_cell_size = contact_sheet.DEFAULT_CELL_SIZE
-  sheet_total = None
-  if config.sample_all:
-    # Every file kept: decode and write each shard in one step (writing.py).
-    written = samples | "DecodeAndWriteShards" >> writing.DecodeAndWriteShards(
-        plan.input_dir, plan.staging_dir, config.num_shards, plan.class_names,
-        settings, beam.pvalue.AsSingleton(planned), max_pixels=config.max_pixels,
-        exif_transpose=config.exif_transpose,
-        sheet_per_class=sheet_per_class, thumbnail_size=sheet_cell_size)
-    shards, failures = written.shards, written[decoding.FAILURES_TAG]
-    images = written[writing.SHEET_TAG]
-    # ShardInfo; DecodeFailure; DecodedImage (the first of each class, for the sheet)
-    sheet_total = (
-        shards
-        | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
-        | "CountExamples" >> beam.CombineGlobally(sum))
-  else:
-    decoded = (
-        samples
-        | "PlanDecodes" >> beam.FlatMap(
-            plan_decodes, labels=labels, need=need)
-        # DecodeTask
-        | "SpreadDecodes" >> beam.Reshuffle()
-        | "DecodeChosen" >> beam.ParDo(
-            decoding.DecodeChosen(
-                plan.input_dir, settings, max_pixels=config.max_pixels,
-                exif_transpose=config.exif_transpose, seed=config.seed,
-                thumbnail_ranks=sheet_per_class,
-                thumbnail_size=sheet_cell_size)).with_outputs(
-                    decoding.FAILURES_TAG, main="images"))
-    images, failures = decoded.images, decoded[decoding.FAILURES_TAG]
-    # DecodedImage; DecodeFailure
-
-    shards = images | "WriteShards" >> writing.WriteShards(
-        plan.staging_dir, config.num_shards, plan.class_names, settings,
-        beam.pvalue.AsSingleton(planned))
-    # ShardInfo
+  written = samples | "DecodeAndWriteShards" >> writing.DecodeAndWriteShards(
+      plan.input_dir, plan.staging_dir, config.num_shards, plan.class_names,
+      settings, beam.pvalue.AsSingleton(planned), need=need,
+      max_pixels=config.max_pixels, exif_transpose=config.exif_transpose,
+      seed=config.seed, sheet_per_class=sheet_per_class,
+      thumbnail_size=sheet_cell_size)
+  shards, failures = written.shards, written[decoding.FAILURES_TAG]
+  images = written[writing.SHEET_TAG]
+  # ShardInfo; DecodeFailure; DecodedImage (the first of each class, thumbnail only)
+  sheet_total = (
+      shards
+      | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
+      | "CountExamples" >> beam.CombineGlobally(sum))
+  # the number of images stored
 
   # The preprocessing_fn has no analyzers, so the graph does not depend on the
   # data: TFT gets no examples. Feeding it the first image of every class cost

@@ -24,8 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "exemplar-dataflow"
 JOB_NAME = "exemplar-offline-test"
 # The steps a Dataflow user sees (full labels of the pipeline's transforms).
-OUR_STEPS = ("Sample/ListAndSample", "Sample/MergeSamples", "DecodeChosen",
-             "WriteShards/WriteShard", "TransformGraph/BuildAndCopy", "Finalize")
+OUR_STEPS = ("Sample/ListAndSample", "Sample/MergeSamples",
+             "DecodeAndWriteShards/DecodeAndWriteShard", "TransformGraph/BuildAndCopy", "Finalize")
 
 
 @pytest.fixture(scope="module")

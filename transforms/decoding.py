@@ -23,15 +23,12 @@ import itertools
 import logging
 import os
 import time
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
-import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import contact_sheet, listing, progress
+from transforms import contact_sheet, listing
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ IMAGE_FORMATS = ("png", "jpeg")
 PNG_COMPRESSION = 1
 
 FAILURES_TAG = "failures"
-# Decode tasks in flight per DecodeChosen instance (one per core, at most 8).
+# Decoding threads per worker (one per core, at most 8).
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
@@ -132,7 +129,7 @@ class DecodeTask(NamedTuple):
   label: int
   candidates: List[str]  # relative paths, in sampling-priority order
   need: int
-  first_rank: int  # rank of candidates[0] within its class (0 but in benchmarks)
+  first_rank: int  # rank of the task's first image within its class
   seen: int = 0  # files in the class; more than the candidates: more can be drawn
 
 
@@ -368,100 +365,46 @@ def decode_file(decoder: ImageDecoder, source_path: str, thumbnail_size: int = 0
   return result, int((time.monotonic() - started) * 1000)
 
 
-def decode_in_order(decoder: ImageDecoder, pool,
-                    jobs: Sequence[Tuple[str, int]], lookahead: int) -> Iterator:
-  """(source path, thumbnail size or 0) jobs -> (DecodeResult or reason, msec)
-  for each, in order, decoding up to `lookahead` ahead on `pool`'s threads:
-  cores busy, memory bounded."""
+def in_order(pool, work, items: Iterable, lookahead: int) -> Iterator:
+  """Yields work(item) for each item, in order, running up to `lookahead`
+  items ahead on `pool`'s threads: cores busy, memory bounded."""
   pending = collections.deque()
-  jobs = iter(jobs)
-  for job in itertools.islice(jobs, lookahead):
-    pending.append(pool.submit(decode_file, decoder, *job))
+  items = iter(items)
+  for item in itertools.islice(items, lookahead):
+    pending.append(pool.submit(work, item))
   while pending:
     result = pending.popleft().result()
-    for job in itertools.islice(jobs, 1):
-      pending.append(pool.submit(decode_file, decoder, *job))
+    for item in itertools.islice(items, 1):
+      pending.append(pool.submit(work, item))
     yield result
 
 
-class DecodeChosen(beam.DoFn):
-  """DecodeTask -> DecodedImage (main) and DecodeFailure (tagged 'failures').
+# What TaskDecoder returns for a task, in order: ("decoded", msec,
+# DecodedImage), ("failed", msec, DecodeFailure) or ("refill", 0, None).
+TaskEvent = Tuple[str, int, object]
 
-  Walks a class's candidates in priority order and stops at `need` decoded
-  images, so a broken pick is replaced by the next candidate of the same seeded
-  sample and the result stays deterministic.
+
+class TaskDecoder:
+  """DecodeTask -> its events, in order. Plain Python, safe to call from
+  several threads at once (the traced TF function is).
+
+  Walks a task's candidates in priority order and stops at `need` decoded
+  images, so a broken pick is replaced by the next candidate of the same
+  seeded sample and the result stays deterministic.
   """
 
-  def __init__(self, input_root: str, settings: ImageSettings,
-               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
+  def __init__(self, input_root: str, decoder: ImageDecoder, seed: int,
                thumbnail_ranks: int = 0,
                thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     self._root = listing.normalize_root(input_root)
+    self._decoder = decoder
+    self._seed = seed
     # Images ranked below `thumbnail_ranks` in their class carry a thumbnail.
     self._thumbnail_ranks = thumbnail_ranks
     self._thumbnail_size = thumbnail_size
-    self._seed = seed
-    self._refills = Metrics.counter("exemplar", "candidate_refills")
-    self._settings = settings
-    self._max_pixels = max_pixels
-    self._exif_transpose = exif_transpose
-    self._decoded = Metrics.counter("exemplar", "images_decoded")
-    self._failed = Metrics.counter("exemplar", "images_failed")
-    self._msec = Metrics.counter("exemplar", "decode_msec")
 
-  def setup(self):
-    self._decoder = ImageDecoder(self._settings, self._max_pixels,
-                                 self._exif_transpose)
-    self._pool = decode_pool()
-
-  def teardown(self):
-    pool = getattr(self, "_pool", None)
-    if pool is not None:
-      pool.shutdown(wait=True)
-
-  def start_bundle(self):
-    self._pending = collections.deque()  # (future, window, timestamp), in order
-
-  def process(self, task: DecodeTask, window=beam.DoFn.WindowParam,
-              timestamp=beam.DoFn.TimestampParam) -> Iterator:
-    self._pending.append(
-        (self._pool.submit(self._decode_task, DecodeTask(*task)), window, timestamp))
-    # Keep at most DECODE_THREADS tasks ahead: bounded memory, cores busy.
-    while self._pending and (len(self._pending) > DECODE_THREADS
-                             or self._pending[0][0].done()):
-      yield from self._report(self._pending.popleft()[0].result())
-
-  def finish_bundle(self):
-    while self._pending:
-      future, window, timestamp = self._pending.popleft()
-      for output in self._report(future.result()):
-        if isinstance(output, beam.pvalue.TaggedOutput):
-          yield beam.pvalue.TaggedOutput(
-              output.tag, WindowedValue(output.value, timestamp, [window]))
-        else:
-          yield WindowedValue(output, timestamp, [window])
-
-  def _report(self, events: List[Tuple[str, int, object]]) -> Iterator:
-    """Counts a decoded task's events here, in the bundle's thread (Beam
-    metrics are thread-local), and yields its outputs."""
-    for kind, msec, value in events:
-      if kind == "refill":
-        self._refills.inc()
-        continue
-      self._msec.inc(msec)
-      if kind == "failed":
-        self._failed.inc()
-        progress.tick("images failed")
-        yield beam.pvalue.TaggedOutput(FAILURES_TAG, value)
-      else:
-        self._decoded.inc()
-        progress.tick("images decoded")
-        yield value
-
-  def _decode_task(self, task: DecodeTask) -> List[Tuple[str, int, object]]:
-    """Runs on a pool thread: a task's ("decoded" | "failed" | "refill",
-    msec, output) events, in order."""
-    events: List[Tuple[str, int, object]] = []
+  def __call__(self, task: DecodeTask) -> List[TaskEvent]:
+    events: List[TaskEvent] = []
     stored, tried = 0, 0
     candidates = list(task.candidates)
     while stored < task.need:
@@ -484,8 +427,7 @@ class DecodeChosen(beam.DoFn):
             task.class_name, relative_path, source_path, result)))
         continue
       events.append(("decoded", msec, decoded_image(
-          task.class_name, task.label, rank, relative_path,
-          source_path, result)))
+          task.class_name, task.label, rank, relative_path, source_path, result)))
       stored += 1
     return events
 
@@ -495,6 +437,7 @@ class DecodeChosen(beam.DoFn):
     Re-lists the class and takes twice as many candidates in the same priority
     order (the first ones are those already tried), so a class yields k images
     whenever it has k decodable ones, and the picks stay deterministic.
+    A task whose `seen` is not above its candidates never draws more.
     """
     if task.seen <= len(candidates):
       return candidates

@@ -1,11 +1,12 @@
 """Stage 5: write the decoded images as sharded TFRecords of tf.train.Example.
 
-Sharding is deterministic: an image's shard is fixed by its class's position
-and its rank in the class's sample (round-robin over `num_shards`), records in
-a shard are sorted by (label, rank), and examples serialize deterministically,
-so the same input and seed give byte-identical shards on any runner.
+Sharding is deterministic: an image's shard is fixed before it is decoded by
+its class's position and its rank in the class's sample (decode tasks go
+round-robin over `num_shards`), records in a shard are sorted by (label, rank),
+and examples serialize deterministically, so the same input and seed give
+byte-identical shards on any runner.
 
-Each shard is written whole by one task, to a temporary name beside its final
+Each shard is decoded and written whole by one task, to a temporary name beside its final
 name, then renamed into place (on object stores an object only appears when its
 upload completes). A task that runs twice writes the same bytes again, so
 retries are harmless. Beam's file sinks are not used: their finalize step fails
@@ -24,8 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from transforms import contact_sheet, decoding, listing, progress
-from transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
+from transforms import contact_sheet, decoding, progress
+from transforms.decoding import FAILURES_TAG, DecodedImage, DecodeTask, ImageSettings
 
 DATASET_NAME = "exemplar"
 SPLIT = "train"
@@ -46,20 +47,6 @@ def auto_num_shards(num_images: int, settings: ImageSettings) -> int:
   estimate = num_images * height * width * channels * _COMPRESSION_ESTIMATE[
       settings.image_format]
   return max(1, min(num_images, math.ceil(estimate / TARGET_SHARD_BYTES)))
-
-
-def class_offsets(planned_per_class: Dict[str, int],
-                  class_names: Sequence[str]) -> Dict[str, int]:
-  """The global index of each class's first image, in label order."""
-  offsets, total = {}, 0
-  for name in class_names:
-    offsets[name] = total
-    total += planned_per_class.get(name, 0)
-  return offsets
-
-
-def shard_of(image: DecodedImage, offsets: Dict[str, int], num_shards: int) -> int:
-  return (offsets[image.class_name] + image.rank) % num_shards
 
 
 class ManifestRow(NamedTuple):
@@ -171,99 +158,6 @@ def tfrecord_bytes(records: Iterable[bytes]) -> Iterator[bytes]:
     yield b"".join(frames.chunks)
 
 
-class WriteShard(beam.DoFn):
-  """((index, num_shards), [DecodedImage]) -> ShardInfo, the shard written."""
-
-  def __init__(self, output_dir: str, settings: ImageSettings):
-    self._output_dir = output_dir
-    self._settings = settings
-    self._shards = Metrics.counter("exemplar", "shards_written")
-    self._examples = Metrics.counter("exemplar", "examples_written")
-    self._msec = Metrics.counter("exemplar", "write_msec")
-
-  def process(self, element: Tuple[Tuple[int, int], Iterable[DecodedImage]]
-              ) -> Iterator[ShardInfo]:
-    (index, num_shards), images = element
-    started = time.monotonic()
-    ordered = sorted(images, key=lambda i: (i.label, i.rank))
-    name = shard_file_name(index, num_shards)
-    num_bytes = write_file_atomically(
-        FileSystems.join(self._output_dir, name),
-        tfrecord_bytes(serialize_example(i, self._settings) for i in ordered))
-    self._shards.inc()
-    self._examples.inc(len(ordered))
-    self._msec.inc(int((time.monotonic() - started) * 1000))
-    progress.tick("shards written")
-    yield ShardInfo(index, name, len(ordered), num_bytes,
-                    [manifest_row(i, name) for i in ordered])
-
-
-class ShardLayout:
-  """(class offsets, num_shards) for a {class: planned} side-input value.
-
-  Computed once per side-input value, not per element (with every image kept
-  that is millions of images times thousands of classes).
-  """
-
-  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings):
-    self._fixed_num_shards = num_shards
-    self._class_names = list(class_names)
-    self._settings = settings
-    self._cached = None  # (planned dict, offsets, num_shards)
-
-  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int]:
-    if self._cached is None or self._cached[0] is not planned:
-      self._cached = (planned, class_offsets(planned, self._class_names),
-                      resolve_num_shards(self._fixed_num_shards, planned,
-                                         self._settings))
-    return self._cached[1], self._cached[2]
-
-
-class KeyByShard(beam.DoFn):
-  """DecodedImage -> ((shard_index, num_shards), DecodedImage)."""
-
-  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings):
-    self._layout = ShardLayout(num_shards, class_names, settings)
-
-  def process(self, image: DecodedImage, planned: Dict[str, int]):
-    offsets, num_shards = self._layout(planned)
-    yield (shard_of(image, offsets, num_shards), num_shards), image
-
-
-class WriteShards(beam.PTransform):
-  """PCollection[DecodedImage] -> PCollection[ShardInfo], one per shard written.
-
-  `planned_per_class` is a singleton side input {class: images planned}, which
-  fixes each class's offset in the round-robin over shards and, when
-  `num_shards` is None, the number of shards.
-  """
-
-  def __init__(self, output_dir: str, num_shards: Optional[int],
-               class_names: Sequence[str], settings: ImageSettings,
-               planned_per_class):
-    super().__init__()
-    self._output_dir = output_dir
-    self._num_shards = num_shards
-    self._class_names = list(class_names)
-    self._settings = settings
-    self._planned = planned_per_class
-
-  def expand(self, images):
-    return (
-        images
-        | "KeyByShard" >> beam.ParDo(
-            KeyByShard(self._num_shards, self._class_names, self._settings),
-            planned=self._planned)
-        # ((shard_index, num_shards), DecodedImage)
-        | "GroupByShard" >> beam.GroupByKey()
-        # ((shard_index, num_shards), [DecodedImage])
-        | "WriteShard" >> beam.ParDo(WriteShard(self._output_dir, self._settings))
-        # ShardInfo
-    )
-
-
 def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
                        settings: ImageSettings) -> int:
   """`--num_shards` if given, else sized from the planned image count."""
@@ -272,65 +166,130 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
   return auto_num_shards(sum(planned.values()), settings)
 
 
-# --- every image kept: decode and write each shard in one step -------------
+# --- decode and write each shard in one step --------------------------------
 #
-# With `--samples_per_class all` the shard of every file is known before it is
-# decoded (its class's offset plus its rank in the class), so only paths cross
-# the shuffle and each shard's images are decoded on a thread pool and
-# streamed into the shard file in record order: memory stays at the images in
-# flight instead of every encoded image of the dataset.
+# The shard of every image is fixed before it is decoded, so only paths cross
+# the shuffle: each shard's decode tasks are grouped, decoded on a thread pool
+# and streamed into the shard file in record order. Memory stays at the images
+# in flight, never the dataset's (or one shard's) encoded images, and no image
+# bytes are shuffled between workers.
+#
+# A task is a run of consecutive ranks of one class. With every file kept each
+# file is its own task (rank = its place in the class's seeded order; a file
+# that fails leaves a gap). With k per class a class is one task, its spares
+# replacing failures in seeded order, unless k is larger than a shard's share:
+# then it is cut into shard-sized runs, each with its own share of the spares,
+# so shards stay balanced. Tasks go round-robin over the shards in label order.
 
 SHEET_TAG = "sheet"
 
 
-class ShardEntry(NamedTuple):
-  label: int
-  rank: int
-  class_name: str
-  relative_path: str
+class ShardLayout:
+  """Where each class's tasks go, for a {class: planned} side-input value.
+
+  Computed once per side-input value, not per element (with every image kept
+  that is millions of images times thousands of classes).
+  """
+
+  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
+               settings: ImageSettings, every_file: bool):
+    self._fixed_num_shards = num_shards
+    self._class_names = list(class_names)
+    self._settings = settings
+    self._every_file = every_file
+    self._cached = None  # (planned dict, (task offsets, run length, num_shards))
+
+  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int, int]:
+    """-> ({class: index of its first task}, images per task, num_shards)."""
+    if self._cached is None or self._cached[0] is not planned:
+      num_shards = resolve_num_shards(self._fixed_num_shards, planned, self._settings)
+      run = 1 if self._every_file else max(
+          1, math.ceil(sum(planned.values()) / num_shards))
+      offsets, total = {}, 0
+      for name in self._class_names:
+        offsets[name] = total
+        total += math.ceil(planned.get(name, 0) / run)
+      self._cached = (planned, (offsets, run, num_shards))
+    return self._cached[1]
+
+
+def split_class(class_name: str, label: int, candidates: Sequence[str],
+                need: int, seen: int, run: int) -> List[DecodeTask]:
+  """A class's seeded candidates -> its decode tasks, each at most `run` images.
+
+  One task keeps every spare and may draw more from the class; cut into runs,
+  run j gets ranks [j*run, (j+1)*run), the candidates at those ranks and an
+  equal share of the spares, and draws no more (its `seen` is its candidates).
+  """
+  need = min(need, seen)
+  if need <= 0:
+    return []
+  pieces = math.ceil(need / run)
+  if pieces == 1:
+    return [DecodeTask(class_name, label, list(candidates), need, 0, seen)]
+  spares = list(candidates[need:])
+  tasks = []
+  for j in range(pieces):
+    first, last = j * run, min(need, (j + 1) * run)
+    own = (list(candidates[first:last])
+           + spares[j * len(spares) // pieces:(j + 1) * len(spares) // pieces])
+    tasks.append(DecodeTask(class_name, label, own, last - first, first, len(own)))
+  return tasks
 
 
 class AssignShards(beam.DoFn):
-  """(class, PartialSample) -> ((shard_index, num_shards), ShardEntry) per file."""
+  """(class, PartialSample) -> ((shard_index, num_shards), DecodeTask) per task."""
 
   def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings):
-    self._layout = ShardLayout(num_shards, class_names, settings)
+               settings: ImageSettings, need: Optional[int]):
+    self._layout = ShardLayout(num_shards, class_names, settings, need is None)
     self._labels = {name: label for label, name in enumerate(class_names)}
+    self._need = need
 
   def process(self, element, planned: Dict[str, int]):
     class_name, sample = element
-    offsets, num_shards = self._layout(planned)
+    offsets, run, num_shards = self._layout(planned)
     label = self._labels[class_name]
-    for rank, (_, relative_path) in enumerate(sample.candidates):
-      shard = (offsets[class_name] + rank) % num_shards
-      yield (shard, num_shards), ShardEntry(label, rank, class_name, relative_path)
+    paths = [path for _, path in sample.candidates]
+    if self._need is None:  # every file: one task each, no spares
+      tasks = [DecodeTask(class_name, label, [path], 1, rank, 1)
+               for rank, path in enumerate(paths)]
+    else:
+      tasks = split_class(class_name, label, paths, self._need, sample.seen, run)
+    for index, task in enumerate(tasks):
+      yield ((offsets[class_name] + index) % num_shards, num_shards), task
 
 
 class DecodeAndWriteShard(beam.DoFn):
-  """((index, num_shards), [ShardEntry]) -> ShardInfo (main), DecodeFailure
-  ('failures'), and the first `sheet_per_class` images of a class ('sheet')."""
+  """((index, num_shards), [DecodeTask]) -> ShardInfo (main), DecodeFailure
+  ('failures'), and the first `sheet_per_class` images of a class, with their
+  thumbnails and without the stored image ('sheet')."""
 
   def __init__(self, input_root: str, output_dir: str, settings: ImageSettings,
-               max_pixels: int, exif_transpose: bool, sheet_per_class: int,
+               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
+               sheet_per_class: int = 0,
                thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     self._root = input_root
-    self._thumbnail_size = thumbnail_size
     self._output_dir = output_dir
     self._settings = settings
     self._max_pixels = max_pixels
     self._exif_transpose = exif_transpose
+    self._seed = seed
     self._sheet_per_class = sheet_per_class
+    self._thumbnail_size = thumbnail_size
     self._decoded = Metrics.counter("exemplar", "images_decoded")
     self._failed = Metrics.counter("exemplar", "images_failed")
+    self._refills = Metrics.counter("exemplar", "candidate_refills")
     self._decode_msec = Metrics.counter("exemplar", "decode_msec")
     self._shards = Metrics.counter("exemplar", "shards_written")
     self._examples = Metrics.counter("exemplar", "examples_written")
     self._msec = Metrics.counter("exemplar", "write_msec")
 
   def setup(self):
-    self._decoder = decoding.ImageDecoder(
+    decoder = decoding.ImageDecoder(
         self._settings, self._max_pixels, self._exif_transpose)
+    self._decode_task = decoding.TaskDecoder(
+        self._root, decoder, self._seed, self._sheet_per_class, self._thumbnail_size)
     self._pool = decoding.decode_pool()
 
   def teardown(self):
@@ -339,40 +298,37 @@ class DecodeAndWriteShard(beam.DoFn):
       pool.shutdown(wait=True)
 
   def process(self, element) -> Iterator:
-    (index, num_shards), entries = element
+    (index, num_shards), tasks = element
     started = time.monotonic()
-    entries = sorted(ShardEntry(*e) for e in entries)
-    sources = [listing.join(self._root, e.relative_path) for e in entries]
+    tasks = sorted((DecodeTask(*t) for t in tasks),
+                   key=lambda t: (t.label, t.first_rank))
+    name = shard_file_name(index, num_shards)
     rows: List[ManifestRow] = []
     failures: List[decoding.DecodeFailure] = []
     sheet: List[DecodedImage] = []
 
     def records() -> Iterator[bytes]:
-      jobs = [(source, self._thumbnail_size
-               if entry.rank < self._sheet_per_class else 0)
-              for entry, source in zip(entries, sources)]
-      results = decoding.decode_in_order(
-          self._decoder, self._pool, jobs, 2 * decoding.DECODE_THREADS)
-      for entry, source, (result, msec) in zip(entries, sources, results):
-        self._decode_msec.inc(msec)
-        if isinstance(result, str):
-          self._failed.inc()
-          progress.tick("images failed")
-          failures.append(decoding.DecodeFailure(
-              entry.class_name, entry.relative_path, source, result))
-          continue
-        self._decoded.inc()
-        progress.tick("images decoded")
-        image = decoding.decoded_image(
-            entry.class_name, entry.label, entry.rank, entry.relative_path,
-            source, result)
-        rows.append(manifest_row(image, name))
-        if image.rank < self._sheet_per_class:
-          # The sheet draws the thumbnail: do not hold the stored image.
-          sheet.append(image._replace(encoded=b""))
-        yield serialize_example(image, self._settings)
+      # Metrics are counted here, in the bundle's thread (they are thread-local).
+      for events in decoding.in_order(self._pool, self._decode_task, tasks,
+                                      2 * decoding.DECODE_THREADS):
+        for kind, msec, value in events:
+          if kind == "refill":
+            self._refills.inc()
+            continue
+          self._decode_msec.inc(msec)
+          if kind == "failed":
+            self._failed.inc()
+            progress.tick("images failed")
+            failures.append(value)
+            continue
+          self._decoded.inc()
+          progress.tick("images decoded")
+          rows.append(manifest_row(value, name))
+          if value.rank < self._sheet_per_class:
+            # The sheet draws the thumbnail: do not hold the stored image.
+            sheet.append(value._replace(encoded=b""))
+          yield serialize_example(value, self._settings)
 
-    name = shard_file_name(index, num_shards)
     num_bytes = write_file_atomically(
         FileSystems.join(self._output_dir, name), tfrecord_bytes(records()))
     self._shards.inc()
@@ -387,27 +343,34 @@ class DecodeAndWriteShard(beam.DoFn):
 
 
 class DecodeAndWriteShards(beam.PTransform):
-  """(class, PartialSample with every file) -> tagged outputs 'shards'
-  (ShardInfo), 'failures' (DecodeFailure) and 'sheet' (DecodedImage)."""
+  """(class, PartialSample) -> tagged outputs 'shards' (ShardInfo), 'failures'
+  (DecodeFailure) and 'sheet' (DecodedImage: thumbnails for the contact sheet).
+
+  `need` is the images per class, None for every file. `planned_per_class` is
+  a singleton side input {class: images planned}, which places each class's
+  tasks and, when `num_shards` is None, sizes the shards.
+  """
 
   def __init__(self, input_root: str, output_dir: str, num_shards: Optional[int],
                class_names: Sequence[str], settings: ImageSettings,
-               planned_per_class, max_pixels: int = 0,
-               exif_transpose: bool = False, sheet_per_class: int = 10,
+               planned_per_class, need: Optional[int], max_pixels: int = 0,
+               exif_transpose: bool = False, seed: int = 0,
+               sheet_per_class: int = 0,
                thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     super().__init__()
-    self._assign = AssignShards(num_shards, class_names, settings)
-    self._write = DecodeAndWriteShard(input_root, output_dir, settings,
-                                      max_pixels, exif_transpose, sheet_per_class,
-                                      thumbnail_size)
+    self._assign = AssignShards(num_shards, class_names, settings, need)
+    self._write = DecodeAndWriteShard(
+        input_root, output_dir, settings, max_pixels, exif_transpose, seed,
+        sheet_per_class, thumbnail_size)
     self._planned = planned_per_class
 
   def expand(self, samples):
     return (
         samples
         | "AssignShards" >> beam.ParDo(self._assign, planned=self._planned)
-        # ((shard_index, num_shards), ShardEntry)
+        # ((shard_index, num_shards), DecodeTask)
         | "GroupByShard" >> beam.GroupByKey()
-        # ((shard_index, num_shards), [ShardEntry])
+        # ((shard_index, num_shards), [DecodeTask]): paths only
         | "DecodeAndWriteShard" >> beam.ParDo(self._write).with_outputs(
             FAILURES_TAG, SHEET_TAG, main="shards"))
+        # ShardInfo; DecodeFailure; DecodedImage with a thumbnail

@@ -1,4 +1,4 @@
-"""Decode-stage throughput: exemplar's DecodeChosen vs a plain loop.
+"""Decode-stage throughput: exemplar's decode-and-write step vs a plain loop.
 
     python benchmarks/stages/decode_stage.py ROOT --mode loop [--processes N] [--limit N]
     python benchmarks/stages/decode_stage.py ROOT --mode beam [--limit N] [Beam flags]
@@ -9,11 +9,12 @@ sha256), exemplar's one definition of it.
 
 loop: a plain Python loop over the files, split over N processes (default:
       all cores), each with its own decoder: the most the ops can do here.
-beam: exemplar's `DecodeChosen` DoFn on the decode tasks `--samples_per_class
-      all` makes (64 files of a class per task), behind a Reshuffle, on the
-      runner the flags choose; a subclass stamps each task's start and the end
-      of each process / finish_bundle call into Beam distribution metrics, and
-      images are counted by exemplar's own images_decoded counter.
+beam: exemplar's `DecodeAndWriteShard` DoFn (the pipeline's decode stage: it
+      also serializes the records and writes the shard files, which the loop
+      does not) on decode tasks of 64 files of a class, grouped round-robin
+      into 4 shards, on the runner the flags choose; a subclass stamps the
+      start and end of each shard into Beam distribution metrics, and images
+      are counted by exemplar's own images_decoded counter.
 
 Both report `STAGE images=N seconds=S`: S runs from the first image started
 to the last image finished on any process, so process start-up, imports and
@@ -22,9 +23,9 @@ tracing is inside it on both sides.
 """
 
 import argparse
-import inspect
 import multiprocessing
 import os
+import tempfile
 import time
 from typing import List, Tuple
 
@@ -82,49 +83,42 @@ def run_loop(root: str, processes: int, limit: int) -> Tuple[int, float]:
 
 # --- Beam -------------------------------------------------------------------
 
-def run_beam(root: str, limit: int, beam_args) -> Tuple[int, float]:
+def run_beam(root: str, limit: int, out_dir: str, beam_args) -> Tuple[int, float]:
   import apache_beam as beam
   from apache_beam.metrics import Metrics
   from apache_beam.metrics.metric import MetricsFilter
   from apache_beam.options.pipeline_options import PipelineOptions
   from pipeline import runners
 
-  # Whether this version of DecodeChosen.process takes the element's window.
-  _PASSES_WINDOW = "window" in inspect.signature(decoding.DecodeChosen.process).parameters
+  from transforms import writing
 
-  class TimedDecodeChosen(decoding.DecodeChosen):
-    """exemplar's DecodeChosen, with the time of each task's start and of each
-    output recorded (outputs may also come from finish_bundle)."""
+  class TimedDecodeAndWriteShard(writing.DecodeAndWriteShard):
+    """exemplar's decode-and-write step, with each shard's start and end
+    recorded."""
 
     def __init__(self, *args, **kwargs):
       super().__init__(*args, **kwargs)
       self._starts = Metrics.distribution("bench", "task_start_ms")
       self._ends = Metrics.distribution("bench", "task_end_ms")
 
-    def process(self, task, window=beam.DoFn.WindowParam,
-                timestamp=beam.DoFn.TimestampParam):
+    def process(self, element):
       self._starts.update(int(time.time() * 1000))
-      if _PASSES_WINDOW:
-        yield from super().process(task, window=window, timestamp=timestamp)
-      else:
-        yield from super().process(task)
-      self._ends.update(int(time.time() * 1000))
-
-    def finish_bundle(self):
-      outputs = super().finish_bundle()
-      yield from outputs or ()
+      yield from super().process(element)
       self._ends.update(int(time.time() * 1000))
 
   tasks = all_tasks(root, limit)
+  num_shards = 4
   options = PipelineOptions(beam_args)
   runner = runners.resolve_runner(options.get_all_options().get("runner"))
   p = beam.Pipeline(runner=runner, options=options)
   _ = (
       p
-      | "Tasks" >> beam.Create(tasks)
-      | "SpreadDecodes" >> beam.Reshuffle()
-      | "DecodeChosen" >> beam.ParDo(TimedDecodeChosen(root, SETTINGS)).with_outputs(
-          decoding.FAILURES_TAG, main="images"))
+      | "Tasks" >> beam.Create(
+          [((i % num_shards, num_shards), task) for i, task in enumerate(tasks)])
+      | "GroupByShard" >> beam.GroupByKey()
+      | "DecodeAndWriteShard" >> beam.ParDo(
+          TimedDecodeAndWriteShard(root, out_dir, SETTINGS)).with_outputs(
+              decoding.FAILURES_TAG, writing.SHEET_TAG, main="shards"))
   result = p.run()
   result.wait_until_finish()
   metrics = result.metrics()
@@ -148,6 +142,7 @@ if __name__ == "__main__":
   if args.mode == "loop":
     images, seconds = run_loop(root, args.processes, args.limit)
   else:
-    images, seconds = run_beam(root, args.limit, beam_args)
+    with tempfile.TemporaryDirectory(prefix="decode-stage-") as out_dir:
+      images, seconds = run_beam(root, args.limit, out_dir, beam_args)
   print(f"STAGE images={images} seconds={seconds:.3f} "
         f"images_per_second={images / seconds:.1f}")
