@@ -460,7 +460,7 @@ class SheetGatherer:
       return  # later than every cell kept
     cell = sheets.SheetCell(
         image.class_name, image.label, rank,
-        sheets.thumbnail_png(image.image, self._cell_size))
+        sheets.thumbnail_jpeg(image.image, self._cell_size))
     item = ((-key[0], -key[1]), self.total, cell)  # a max-heap on (label, rank)
     if len(self._heap) < self._max_cells:
       heapq.heappush(self._heap, item)

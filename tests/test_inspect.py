@@ -166,7 +166,8 @@ def test_verify_compares_with_manifest_and_summary(small_dataset, tmp_path, caps
 
 
 def expected_sheet(output_dir: str, max_per_class: int = 10**9, **render_args):
-  """The sheet rendered straight from the records, read back by TF."""
+  """The sheet rendered from the records, read back by TF, each image as the
+  JPEG thumbnail a sheet's cells travel as."""
   from pipeline import load_dataset
   import json
   manifest = list(csv.DictReader(open(os.path.join(output_dir, "manifest.csv"))))
@@ -174,7 +175,8 @@ def expected_sheet(output_dir: str, max_per_class: int = 10**9, **render_args):
   dataset = load_dataset(output_dir)
   images = [(image.numpy(), int(label)) for image, label in dataset]
   paths = dataset.file_paths  # record order (one shard)
-  cells = [cs.SheetCell(dataset.class_names[label], label, rank[path], image)
+  cells = [cs.SheetCell(dataset.class_names[label], label, rank[path],
+                        cs.thumbnail_jpeg(image, cs.DEFAULT_CELL_SIZE))
            for (image, label), path in zip(images, paths) if rank[path] < max_per_class]
   summary = json.load(open(os.path.join(output_dir, "summary.json")))
   title = cs.sheet_title(output_dir, summary["config"]["seed"], summary["samples_per_class"])

@@ -144,7 +144,7 @@ class DecodedImage(NamedTuple):
   source_height: int
   source_width: int
   sha256: str
-  # A contact-sheet thumbnail (PNG) made from the pixels while they were at
+  # The contact sheet's thumbnail (a small JPEG), made while the pixels were at
   # hand, for the first images of a class; b"" for the rest.
   thumbnail: bytes = b""
 
@@ -316,7 +316,7 @@ class ImageDecoder:
             tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
             tf.errors.DataLossError) as e:
       return f"cannot decode: {tf_error_reason(e.message)}"
-    thumbnail = (contact_sheet.thumbnail_png(pixels.numpy(), thumbnail_size)
+    thumbnail = (contact_sheet.thumbnail_jpeg(pixels.numpy(), thumbnail_size)
                  if thumbnail_size else b"")
     return DecodeResult(encoded.numpy(), int(height), int(width),
                         hashlib.sha256(raw).hexdigest(), thumbnail)
