@@ -19,8 +19,9 @@ Cases:
   * memory growth: exemplar on the 130k-file tree vs the 1.3M-file tree;
   * decode throughput: exemplar's decode-and-write step in Beam vs a plain loop of the
     same decode+resize+encode, on the same cores (10,000 distinct photos);
-  * `--samples_per_class all` on the 10,000-photo tree vs
-    image_dataset_from_directory merely iterating it.
+  * `--samples_per_class all` on the 10,000-photo tree (PNG and JPEG) vs
+    image_dataset_from_directory merely iterating it;
+  * the per-image cost of each op on one thread (stages/op_costs.py).
 
 The other engineers share this machine: run it when it is quiet, and compare
 figures only within one run. `--pythonpath DIR` measures another checkout of
@@ -168,7 +169,7 @@ def run_all(bench: Bench) -> None:
             script("baselines", "glob_first_file.py") + [big])
   bench.run("glob_stack", "seed glob-first-file + np.stack fix",
             script("baselines", "glob_first_file.py") + [big, "--stack"])
-  keras = bench.run("keras_first", f"seed image_dataset_from_directory first-per-class",
+  keras = bench.run("keras_first", "seed image_dataset_from_directory first-per-class",
                     script("baselines", "keras_first_per_class.py")
                     + [big, "--limit", str(keras_limit)])
   if keras.m.ok:
@@ -211,9 +212,15 @@ def run_all(bench: Bench) -> None:
                  ["--samples_per_class", "all"], expect_images=photo_files)
   bench.exemplar("all_mp", "exemplar all, 2 processes", photos,
                  ["--samples_per_class", "all"] + MP, expect_images=photo_files)
+  bench.exemplar("all_jpeg", "exemplar all --image_format jpeg (in-process)", photos,
+                 ["--samples_per_class", "all", "--image_format", "jpeg"],
+                 expect_images=photo_files)
   bench.run("keras_iter", "image_dataset_from_directory, iterate only",
             script("baselines", "keras_iterate.py") + [photos],
             note="decode+resize on all cores, writes nothing")
+
+  bench.log("\n[5] per-image cost of each op, one thread")
+  bench.run("ops", "op costs", script("stages", "op_costs.py") + [photos])
 
 
 def stage_rate(case: Optional[Case], files: int) -> Optional[float]:
@@ -288,13 +295,31 @@ def render(bench: Bench, started: datetime.datetime) -> str:
   add(f"## 4. `--samples_per_class all` on {bench.photo_files:,} distinct photos\n")
   add("| case | wall s | peak RSS MB | footprint MB | vs Keras iterating | notes |")
   add("| --- | ---: | ---: | ---: | ---: | --- |")
-  for key in ("all", "all_mp", "keras_iter"):
+  for key in ("all", "all_mp", "all_jpeg", "keras_iter"):
     case = get(key)
     if case:
       add(f"| {case.label} | {fmt_s(case.seconds)} | {case.peak / MB:.0f} | "
           f"{case.footprint / MB:.0f} | "
           f"{ratio(case.seconds, secs('keras_iter'))} | {case.note} |")
   add("")
+
+  ops = get("ops")
+  if ops and ops.m.ok:
+    st = ops.m.stage
+    ms = lambda name: float(st[name + "_ms"])  # noqa: E731
+    add(f"## 5. Per-image cost of each op, one thread ({st['images']} photos, "
+        f"`stages/op_costs.py`)\n")
+    add("| op | ms/image | vs Keras's per-image work |")
+    add("| --- | ---: | ---: |")
+    for name, label in (
+        ("decode_resize", "decode + resize: all that Keras iterating does per image"),
+        ("stored_png", "decode + resize + uint8 + PNG encode (exemplar's default)"),
+        ("stored_jpeg", "decode + resize + uint8 + JPEG encode (`--image_format jpeg`)"),
+        ("thumbnail", "contact-sheet thumbnail (first 10 per class only)"),
+        ("sha256", "sha256 of the source file"),
+        ("serialize", "tf.train.Example + TFRecord framing")):
+      add(f"| {label} | {ms(name):.2f} | {ms(name) / ms('decode_resize'):.2f}x |")
+    add("")
 
   add("## Targets\n")
   add("| target | figure | met |")
@@ -323,7 +348,7 @@ def render(bench: Bench, started: datetime.datetime) -> str:
       r = _ips(get(key)) / loop2
       add(f"| decode >= 80% of plain loop on the same cores | {get(key).label}: "
           f"{r * 100:.0f}% | {_yes(r >= 0.8)} |")
-  for key in ("all", "all_mp"):
+  for key in ("all", "all_mp", "all_jpeg"):
     if secs(key) and secs("keras_iter"):
       r = secs(key) / secs("keras_iter")
       add(f"| `all` faster than Keras merely iterating | {get(key).label}: {r:.2f}x | "

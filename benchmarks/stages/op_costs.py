@@ -1,0 +1,87 @@
+"""What one image costs, op by op, on one thread: where `all`'s time goes.
+
+    python benchmarks/stages/op_costs.py PHOTOS_ROOT [--limit N]
+
+Times exemplar's own functions (transforms/decoding.py, contact_sheet.py,
+writing.py) on the first N photos of the tree, one image at a time on one
+thread, after one warm-up call of each (TF tracing outside the timing):
+
+  decode_resize   the traced decode + resize: exactly the per-image work of
+                  `image_dataset_from_directory` (what Keras iterating does)
+  stored_png      decode + resize + round to uint8 + PNG encode: exemplar's
+                  per-image TF work with the default --image_format png
+  stored_jpeg     the same with --image_format jpeg (quality 95)
+  thumbnail       the contact-sheet thumbnail of the stored pixels (JPEG)
+  sha256          the source file's hash (in the manifest)
+  serialize       tf.train.Example + TFRecord framing of the stored PNG
+
+Prints `STAGE name_ms=...` (milliseconds per image).
+"""
+
+import argparse
+import hashlib
+import os
+import time
+
+from transforms import contact_sheet, decoding, listing, writing
+
+
+def per_image_ms(function, inputs) -> float:
+  function(inputs[0])  # warm-up: tracing, first allocations
+  started = time.perf_counter()
+  for value in inputs:
+    function(value)
+  return (time.perf_counter() - started) / len(inputs) * 1000
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("root")
+  parser.add_argument("--limit", type=int, default=300)
+  args = parser.parse_args()
+  import tensorflow as tf
+
+  root = listing.normalize_root(args.root)
+  paths = []
+  for class_name in listing.list_class_folders(root):
+    paths.extend(os.path.join(root, p) for p in sorted(listing.walk_class_folder(root, class_name)))
+    if len(paths) >= args.limit:
+      break
+  raws = [decoding.read_file(p) for p in paths[:args.limit]]
+  settings = decoding.ImageSettings()
+  jpeg_settings = decoding.ImageSettings(image_format="jpeg")
+  spec = [tf.TensorSpec([], tf.string)]
+
+  @tf.function(input_signature=spec)
+  def decode_resize(raw):
+    return decoding.decode_and_resize(raw, settings)[0]
+
+  def stored(image_settings):
+    @tf.function(input_signature=spec)
+    def run(raw):
+      image = decoding.decode_and_resize(raw, image_settings)[0]
+      return decoding.encode(decoding.to_uint8(image), image_settings)
+    return run
+
+  stored_png, stored_jpeg = stored(settings), stored(jpeg_settings)
+  tensors = [tf.constant(raw) for raw in raws]
+  pixels = [decoding.to_uint8(decode_resize(t)).numpy() for t in tensors]
+  result = decoding.ImageDecoder(settings).decode(raws[0])
+  image = decoding.decoded_image("c", 0, 0, "c/x.jpg", "/c/x.jpg", result)
+
+  figures = {
+      "decode_resize": per_image_ms(lambda t: decode_resize(t).numpy(), tensors),
+      "stored_png": per_image_ms(lambda t: stored_png(t).numpy(), tensors),
+      "stored_jpeg": per_image_ms(lambda t: stored_jpeg(t).numpy(), tensors),
+      "thumbnail": per_image_ms(contact_sheet.thumbnail_jpeg, pixels),
+      "sha256": per_image_ms(lambda raw: hashlib.sha256(raw).hexdigest(), raws),
+      "serialize": per_image_ms(
+          lambda _: list(writing.tfrecord_bytes(
+              [writing.serialize_example(image, settings)])), raws),
+  }
+  print("STAGE images=%d %s" % (len(raws), " ".join(
+      f"{name}_ms={value:.3f}" for name, value in figures.items())))
+
+
+if __name__ == "__main__":
+  main()
