@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -45,7 +45,9 @@ class RunPlan:
 
 class ListAndSampleClass(beam.DoFn):
   """(class, label) -> (class, PartialSample): lists one class folder and
-  samples it right there, so per-file elements never cross a Beam boundary."""
+  samples it right there, so per-file elements never cross a Beam boundary.
+  A sub-folder that cannot be listed goes to the 'failures' output as a
+  DecodeFailure (a row of errors.csv)."""
 
   def __init__(self, input_dir: str, seed: int, capacity: int):
     self._input_dir = input_dir
@@ -58,8 +60,9 @@ class ListAndSampleClass(beam.DoFn):
   def process(self, element: Tuple[str, int]) -> Iterator[Tuple[str, sampling.PartialSample]]:
     class_name, _ = element
     started = time.monotonic()
+    problems: List[Tuple[str, str]] = []
     sample = sampling.sample_paths(
-        listing.walk_class_folder(self._input_dir, class_name),
+        listing.walk_class_folder(self._input_dir, class_name, problems),
         self._seed, self._capacity)
     self._files.inc(sample.seen)
     self._classes.inc()
@@ -67,6 +70,10 @@ class ListAndSampleClass(beam.DoFn):
     progress.tick("files listed", sample.seen)
     progress.tick("classes listed")
     yield class_name, sample
+    for relative_folder, reason in problems:
+      yield beam.pvalue.TaggedOutput(decoding.FAILURES_TAG, decoding.DecodeFailure(
+          class_name, relative_folder, listing.join(self._input_dir, relative_folder),
+          reason))
 
 
 def class_stats(element: Tuple[str, sampling.PartialSample],
@@ -78,7 +85,8 @@ def class_stats(element: Tuple[str, sampling.PartialSample],
 
 
 class SampleImageFolder(beam.PTransform):
-  """PBegin -> (class, PartialSample) for every class: the seeded sample."""
+  """PBegin -> {'samples': (class, PartialSample) for every class, the seeded
+  sample; 'failures': DecodeFailure for each folder that could not be listed}."""
 
   def __init__(self, input_dir: str, class_names: Sequence[str], seed: int,
                capacity: int):
@@ -89,19 +97,22 @@ class SampleImageFolder(beam.PTransform):
     self._capacity = capacity
 
   def expand(self, pbegin):
-    return (
+    listed = (
         pbegin
         | "ClassFolders" >> beam.Create(
             [(name, label) for label, name in enumerate(self._class_names)])
         # (class, label)
         | "SpreadClassFolders" >> beam.Reshuffle()
         | "ListAndSample" >> beam.ParDo(
-            ListAndSampleClass(self._input_dir, self._seed, self._capacity))
-        # (class, PartialSample): one per listing
+            ListAndSampleClass(self._input_dir, self._seed, self._capacity)
+        ).with_outputs(decoding.FAILURES_TAG, main="samples"))
+    # (class, PartialSample): one per listing; DecodeFailure: unlistable folders
+    samples = (
+        listed.samples
         | "MergeSamples" >> beam.CombinePerKey(
-            sampling.SeededSampleFn(self._capacity))
-        # (class, PartialSample): the class's candidates, best first
-    )
+            sampling.SeededSampleFn(self._capacity)))
+    # (class, PartialSample): the class's candidates, best first
+    return {"samples": samples, "failures": listed[decoding.FAILURES_TAG]}
 
 
 def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
@@ -110,8 +121,9 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
   need = None if config.sample_all else config.samples_per_class
   capacity = UNBOUNDED if need is None else sampling.capacity_for(need, config.spares)
 
-  samples = p | "Sample" >> SampleImageFolder(
+  sampled = p | "Sample" >> SampleImageFolder(
       plan.input_dir, plan.class_names, config.seed, capacity)
+  samples = sampled["samples"]
   # (class, PartialSample)
 
   stats = (
@@ -132,7 +144,9 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       max_pixels=config.max_pixels, exif_transpose=config.exif_transpose,
       seed=config.seed, sheet_per_class=sheet_per_class,
       thumbnail_size=sheet_cell_size)
-  shards, failures = written.shards, written[decoding.FAILURES_TAG]
+  shards = written.shards
+  failures = ((sampled["failures"], written[decoding.FAILURES_TAG])
+              | "AllFailures" >> beam.Flatten())
   images = written[writing.SHEET_TAG]
   # ShardInfo; DecodeFailure; DecodedImage (the first of each class, thumbnail only)
   sheet_total = (

@@ -498,7 +498,9 @@ def test_permission_denied_is_recorded_not_fatal():
     write_image(os.path.join(root, "a", "ok.jpg"), rgb(1), "JPEG")
     write_image(os.path.join(root, "a", "locked.jpg"), rgb(2), "JPEG")
     write_image(os.path.join(root, "b", "ok.png"), rgb(3), "PNG")
+    write_image(os.path.join(root, "b", "private", "hidden.png"), rgb(4), "PNG")
     os.chmod(os.path.join(root, "a", "locked.jpg"), 0)
+    os.chmod(os.path.join(root, "b", "private"), 0)  # a sub-folder nobody can list
     for folder in (out, home):
       os.makedirs(folder)
       os.chmod(folder, 0o777)
@@ -511,8 +513,8 @@ def test_permission_denied_is_recorded_not_fatal():
     assert proc.returncode == 0, proc.stderr[-2000:]
     errors = read_csv(os.path.join(out, "errors.csv"))
     assert [(e["relative_path"], e["reason"].split(":")[0]) for e in errors] == [
-        ("a/locked.jpg", "unreadable")]
-    assert "Permission denied" in errors[0]["reason"]
+        ("a/locked.jpg", "unreadable"), ("b/private", "unreadable folder")]
+    assert all("Permission denied" in e["reason"] for e in errors)
     stored = sorted(r["relative_path"] for r in read_csv(os.path.join(out, "manifest.csv")))
     assert stored == ["a/ok.jpg", "b/ok.png"]
   finally:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import os
 import posixpath
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
@@ -110,14 +110,17 @@ def _remote_class_folders(root: str) -> List[str]:
   return sorted(n for n in names if n and not n.startswith("."))
 
 
-def walk_class_folder(root: str, class_name: str) -> Iterator[str]:
+def walk_class_folder(root: str, class_name: str,
+                      problems: Optional[List[Tuple[str, str]]] = None) -> Iterator[str]:
   """Yields the relative paths ('class/sub/file.jpg') of a class's images.
 
-  Order is unspecified; sampling does not depend on it.
+  Order is unspecified; sampling does not depend on it. A folder that cannot
+  be listed (permission denied, failed mid-listing) is skipped and, when
+  `problems` is given, appended to it as (relative folder path, reason).
   """
   root = normalize_root(root)
   if is_local(root):
-    return _walk_local(os.path.join(root, class_name), class_name)
+    return _walk_local(os.path.join(root, class_name), class_name, problems)
   return _walk_remote(root, class_name)
 
 
@@ -126,13 +129,15 @@ def walk_class_folder(root: str, class_name: str) -> Iterator[str]:
 LOCAL_CHUNK = 4096
 
 
-def _walk_local(folder: str, relative_folder: str) -> Iterator[str]:
+def _walk_local(folder: str, relative_folder: str,
+                problems: Optional[List[Tuple[str, str]]]) -> Iterator[str]:
   # chain.from_iterable flattens the per-folder lists in C: no generator
   # resumption per file (listing costs ~1 us per file; every 50 ns counts).
-  return itertools.chain.from_iterable(_scan_local(folder, relative_folder))
+  return itertools.chain.from_iterable(_scan_local(folder, relative_folder, problems))
 
 
-def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
+def _scan_local(folder: str, relative_folder: str,
+                problems: Optional[List[Tuple[str, str]]] = None) -> Iterator[List[str]]:
   """Yields lists of the relative image paths below `folder`, folder by folder.
 
   The type checks are ordered so a plain file costs no system call: DirEntry
@@ -151,6 +156,8 @@ def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
       entries = os.scandir(path)
     except OSError as e:
       _LOGGER.warning("Skipping folder %s: %s", path, e)
+      if problems is not None:
+        problems.append((relative, f"unreadable folder: {_one_line(e)}"))
       continue
     files: List[str] = []
     append = files.append
@@ -176,6 +183,8 @@ def _scan_local(folder: str, relative_folder: str) -> Iterator[List[str]]:
             _LOGGER.warning("Skipping %s: %s", entry.path, e)
       except OSError as e:  # the folder failed mid-listing
         _LOGGER.warning("Stopped listing folder %s: %s", path, e)
+        if problems is not None:
+          problems.append((relative, f"folder listing stopped: {_one_line(e)}"))
     if files:
       yield files
 
@@ -205,6 +214,11 @@ def _walk_remote(root: str, class_name: str) -> Iterator[str]:
       continue
     if is_image_name(parts[-1]):
       yield relative
+
+
+def _one_line(error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0][:300] if lines else type(error).__name__
 
 
 def class_of(relative_path: str) -> str:
