@@ -20,7 +20,7 @@ import argparse
 import time
 from typing import Tuple
 
-from transforms import listing, sampling
+from transforms import decoding, listing, sampling
 
 SEED = 0
 CAPACITY = sampling.capacity_for(1, 4)  # k=1 and exemplar's default 4 spares
@@ -64,12 +64,13 @@ def run_beam(root: str, beam_args) -> Tuple[int, float]:
   classes = listing.list_class_folders(root)
   p = beam.Pipeline(runner=runner, options=options)
   # assemble.SampleImageFolder, step for step, with the timed DoFn.
-  _ = (
+  listed = (
       p
       | "ClassFolders" >> beam.Create([(name, label) for label, name in enumerate(classes)])
       | "SpreadClassFolders" >> beam.Reshuffle()
       | "ListAndSample" >> beam.ParDo(TimedListAndSampleClass(root, SEED, CAPACITY))
-      | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(CAPACITY)))
+      .with_outputs(decoding.FAILURES_TAG, main="samples"))
+  _ = listed.samples | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(CAPACITY))
   result = p.run()
   result.wait_until_finish()
   metrics = result.metrics()
