@@ -2,6 +2,7 @@
 
     class folders
       -> list each folder where it lies and sample it there   transforms/listing.py
+         (a large gs:// folder: the rest in key ranges, spread)
       -> merge partial samples per class (seeded bottom-k)    transforms/sampling.py
       -> plan each shard's decodes: only paths are shuffled   transforms/writing.py
       -> decode and resize only the chosen images             transforms/decoding.py
@@ -43,37 +44,72 @@ class RunPlan:
     return commit.staging_dir(self.output_dir)
 
 
+RANGES_TAG = "ranges"
+
+
 class ListAndSampleClass(beam.DoFn):
   """(class, label) -> (class, PartialSample): lists one class folder and
   samples it right there, so per-file elements never cross a Beam boundary.
-  A sub-folder that cannot be listed goes to the 'failures' output as a
-  DecodeFailure (a row of errors.csv)."""
 
-  def __init__(self, input_dir: str, seed: int, capacity: int):
+  A sub-folder that cannot be listed goes to the 'failures' output as a
+  DecodeFailure (a row of errors.csv). A gs:// class longer than the listing's
+  page budget is sampled as far as listed, and the rest goes to the 'ranges'
+  output as KeyRanges, to be listed in parallel (ListAndSampleRange).
+  """
+
+  def __init__(self, input_dir: str, seed: int, capacity: int,
+               remote: listing.RemoteListing = listing.RemoteListing()):
     self._input_dir = input_dir
     self._seed = seed
     self._capacity = capacity
+    self._remote = remote
     self._files = Metrics.counter("exemplar", "files_listed")
     self._classes = Metrics.counter("exemplar", "classes_listed")
+    self._ranges = Metrics.counter("exemplar", "key_ranges_split_off")
     self._msec = Metrics.counter("exemplar", "listing_msec")
 
   def process(self, element: Tuple[str, int]) -> Iterator[Tuple[str, sampling.PartialSample]]:
     class_name, _ = element
     started = time.monotonic()
     problems: List[Tuple[str, str]] = []
-    sample = sampling.sample_paths(
-        listing.walk_class_folder(self._input_dir, class_name, problems),
-        self._seed, self._capacity)
+    listed = listing.ClassListing(self._input_dir, class_name, problems, self._remote)
+    sample = sampling.sample_paths(listed, self._seed, self._capacity)
     self._files.inc(sample.seen)
     self._classes.inc()
+    self._ranges.inc(len(listed.rest))
     self._msec.inc(int((time.monotonic() - started) * 1000))
     progress.tick("files listed", sample.seen)
     progress.tick("classes listed")
     yield class_name, sample
+    for key_range in listed.rest:
+      yield beam.pvalue.TaggedOutput(RANGES_TAG, key_range)
     for relative_folder, reason in problems:
       yield beam.pvalue.TaggedOutput(decoding.FAILURES_TAG, decoding.DecodeFailure(
           class_name, relative_folder, listing.join(self._input_dir, relative_folder),
           reason))
+
+
+class ListAndSampleRange(beam.DoFn):
+  """KeyRange -> (class, PartialSample): one key range of a large gs:// class
+  folder, listed and sampled where it is listed."""
+
+  def __init__(self, input_dir: str, seed: int, capacity: int):
+    self._input_dir = input_dir
+    self._seed = seed
+    self._capacity = capacity
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
+
+  def process(self, key_range: listing.KeyRange
+              ) -> Iterator[Tuple[str, sampling.PartialSample]]:
+    started = time.monotonic()
+    sample = sampling.sample_paths(
+        listing.walk_key_range(self._input_dir, listing.KeyRange(*key_range)),
+        self._seed, self._capacity)
+    self._files.inc(sample.seen)
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("files listed", sample.seen)
+    yield key_range[0], sample
 
 
 def class_stats(element: Tuple[str, sampling.PartialSample],
@@ -89,12 +125,14 @@ class SampleImageFolder(beam.PTransform):
   sample; 'failures': DecodeFailure for each folder that could not be listed}."""
 
   def __init__(self, input_dir: str, class_names: Sequence[str], seed: int,
-               capacity: int):
+               capacity: int,
+               remote: listing.RemoteListing = listing.RemoteListing()):
     super().__init__()
     self._input_dir = input_dir
     self._class_names = list(class_names)
     self._seed = seed
     self._capacity = capacity
+    self._remote = remote
 
   def expand(self, pbegin):
     listed = (
@@ -104,11 +142,20 @@ class SampleImageFolder(beam.PTransform):
         # (class, label)
         | "SpreadClassFolders" >> beam.Reshuffle()
         | "ListAndSample" >> beam.ParDo(
-            ListAndSampleClass(self._input_dir, self._seed, self._capacity)
-        ).with_outputs(decoding.FAILURES_TAG, main="samples"))
-    # (class, PartialSample): one per listing; DecodeFailure: unlistable folders
+            ListAndSampleClass(self._input_dir, self._seed, self._capacity,
+                               self._remote)
+        ).with_outputs(decoding.FAILURES_TAG, RANGES_TAG, main="samples"))
+    # (class, PartialSample): one per listing; DecodeFailure: unlistable
+    # folders; KeyRange: the rest of a large gs:// class
+    ranges = (
+        listed[RANGES_TAG]
+        | "SpreadKeyRanges" >> beam.Reshuffle()
+        | "ListAndSampleRange" >> beam.ParDo(
+            ListAndSampleRange(self._input_dir, self._seed, self._capacity)))
+    # (class, PartialSample): one per key range
     samples = (
-        listed.samples
+        (listed.samples, ranges)
+        | "AllPartialSamples" >> beam.Flatten()
         | "MergeSamples" >> beam.CombinePerKey(
             sampling.SeededSampleFn(self._capacity)))
     # (class, PartialSample): the class's candidates, best first

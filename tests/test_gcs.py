@@ -387,3 +387,65 @@ def test_gcs_run_matches_local_run_except_source_names(gcs, trees, tmp_path):
       {"image_bytes": tf.constant([raw]), "class_name": tf.constant(["bee"])})
   assert result["label"].numpy().tolist() == [1]
   assert tuple(result["image"].shape) == (1, 20, 24, 3)
+
+
+# --- a large class folder: listed in key ranges ------------------------------
+
+LARGE_NAMES = ([f"big/img_{i:04d}.jpg" for i in range(0, 3000, 23)]
+               + ["big/sub/deep.png", "big/.hidden.png", "big/notes.txt", "big/zz_last.PNG"]
+               + [f"small/{i}.png" for i in range(5)])
+
+
+@pytest.fixture(scope="module")
+def large_tree(gcs, tmp_path_factory) -> Tuple[str, str]:
+  """The same names (empty files: listing reads no bytes) on local disk and
+  at gs://exemplar-in/large."""
+  local = str(tmp_path_factory.mktemp("large_tree") / "large")
+  bucket = gcs.client().bucket(IN_BUCKET)
+  for name in LARGE_NAMES:
+    path = os.path.join(local, *name.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()
+    bucket.blob("large/" + name).upload_from_string(b"")
+  return local, f"gs://{IN_BUCKET}/large"
+
+
+def test_a_large_class_is_listed_in_key_ranges_that_cover_it_once(large_tree):
+  from transforms import listing
+  local, remote = large_tree
+  expected = sorted(listing.walk_class_folder(local, "big"))
+  cut = listing.ClassListing(remote, "big", remote=listing.RemoteListing(
+      page_size=10, page_budget=2, parts=4))
+  first = list(cut)
+  assert len(first) == 19 and len(cut.rest) >= 4  # 20 objects (one hidden), then cut
+  pieces = [list(listing.walk_key_range(remote, r)) for r in cut.rest]
+  assert sorted(first + sum(pieces, [])) == expected  # every image, once
+  assert cut.probes <= listing.RemoteListing().max_probes
+  whole = listing.ClassListing(remote, "big", remote=listing.RemoteListing(
+      page_size=10, page_budget=0))
+  assert sorted(whole) == expected and whole.rest == []
+
+
+def test_key_ranges_give_the_same_sample_as_one_listing(large_tree):
+  import apache_beam as beam
+  from apache_beam.testing.util import assert_that, equal_to
+
+  from pipeline.assemble import SampleImageFolder
+  from transforms import listing, sampling
+  local, remote = large_tree
+  classes = ["big", "small"]
+  # One listing of the local copy, sampled in one go.
+  expected = {c: sampling.sample_paths(listing.walk_class_folder(local, c), 3, 7)
+              for c in classes}
+  assert expected["big"].seen == len(LARGE_NAMES) - 5 - 2  # 5 small, 2 skipped
+  cut = listing.RemoteListing(page_size=10, page_budget=1, parts=4)
+  from apache_beam.metrics.metric import MetricsFilter
+  p = beam.Pipeline()
+  sampled = p | SampleImageFolder(remote, classes, seed=3, capacity=7, remote=cut)
+  assert_that(sampled["samples"], equal_to(sorted(expected.items())))
+  assert_that(sampled["failures"], equal_to([]), label="NoFailures")
+  result = p.run()
+  result.wait_until_finish()
+  ranges = result.metrics().query(
+      MetricsFilter().with_name("key_ranges_split_off"))["counters"]
+  assert sum(c.committed for c in ranges) >= 2  # "big" was listed in pieces

@@ -7,6 +7,8 @@ import os
 from typing import Dict, List, Set
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms import listing
 from transforms.listing import ListingError
@@ -217,3 +219,50 @@ def test_large_flat_class_is_listed_completely(tmp_path):
   for i in range(1500):
     expected.append(touch(root, f"many/{i:05d}.jpg")[len(root) + 1:])
   assert sorted(listing.walk_class_folder(root, "many")) == sorted(expected)
+
+
+# --- key ranges of a large gs:// class (the skip scan, on names in memory) ---
+
+def _first_name_from(names):
+  """first_name_from over a sorted list of names, as a GCS listing answers."""
+  import bisect
+
+  def first(start, include_start):
+    i = (bisect.bisect_left if include_start else bisect.bisect_right)(names, start)
+    return names[i] if i < len(names) else None
+  return first
+
+
+def _in_range(name, key_range):
+  after_start = name >= key_range.start if key_range.include_start else name > key_range.start
+  return after_start and (not key_range.end or name < key_range.end)
+
+
+@settings(max_examples=150, deadline=None)
+@given(suffixes=st.lists(st.text(alphabet="ab0é_.\U0001F600", min_size=0, max_size=6),
+                         min_size=1, max_size=60, unique=True),
+       after_index=st.integers(0, 59), parts=st.integers(1, 8),
+       max_probes=st.integers(1, 60))
+def test_key_ranges_cover_every_name_after_the_cut_exactly_once(
+    suffixes, after_index, parts, max_probes):
+  prefix = "root/cls/"
+  names = sorted(prefix + s for s in suffixes)
+  after = names[min(after_index, len(names) - 1)]
+  ranges, probes = listing.split_key_space(
+      _first_name_from(names), "cls", prefix, after, parts, max_probes)
+  assert probes <= max_probes + 1
+  for name in names:
+    hits = sum(_in_range(name, r) for r in ranges)
+    assert hits == (1 if name > after else 0), (name, ranges)
+
+
+def test_key_ranges_of_numbered_names_are_even():
+  prefix = "images/cat/"
+  names = sorted(f"{prefix}img_{i:07d}.jpg" for i in range(0, 200_000, 7))
+  after = names[999]  # the first 1,000 names were listed before the cut
+  ranges, probes = listing.split_key_space(
+      _first_name_from(names), "cat", prefix, after, parts=16, max_probes=120)
+  sizes = [sum(_in_range(n, r) for n in names) for r in ranges]
+  assert sum(sizes) == len(names) - 1000
+  assert len(ranges) >= 16 and max(sizes) <= 2 * (sum(sizes) / len(ranges))
+  assert probes <= 121

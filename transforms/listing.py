@@ -16,11 +16,12 @@ trees of millions of files.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 import posixpath
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
@@ -219,6 +220,190 @@ def _walk_remote(root: str, class_name: str) -> Iterator[str]:
 def _one_line(error: Exception) -> str:
   lines = str(error).strip().splitlines()
   return lines[0][:300] if lines else type(error).__name__
+
+
+# --- a large gs:// class folder: listed in key ranges, in parallel ----------
+#
+# One gs:// listing stream returns roughly 5,000 names a second, so a class of
+# millions of objects would keep one worker busy for minutes while the others
+# wait. A class listing therefore stops after a budget of pages and cuts the
+# names not yet listed into key ranges (GCS lists in name order and takes
+# start/end offsets), which the pipeline spreads over workers; their partial
+# samples merge into the same seeded sample as one listing would give.
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteListing:
+  """How a gs:// class folder is listed: pages of `page_size` names; after
+  `page_budget` pages the rest is cut into about `parts` key ranges, found
+  with at most `max_probes` one-name listings. page_budget 0: never cut."""
+  page_size: int = 1000
+  page_budget: int = 20
+  parts: int = 32
+  max_probes: int = 120
+
+
+class KeyRange(NamedTuple):
+  """The objects of a class named in [start, end), or (start, end) when not
+  `include_start`; end '' is the end of the class."""
+  class_name: str
+  start: str
+  end: str
+  include_start: bool
+
+
+class ClassListing:
+  """Iterates a class's relative image paths, like `walk_class_folder`.
+
+  On gs:// with a page budget, a listing longer than the budget stops there;
+  `rest` then holds key ranges that together cover exactly the names not yet
+  listed (for `walk_key_range`, anywhere).
+  """
+
+  def __init__(self, root: str, class_name: str,
+               problems: Optional[List[Tuple[str, str]]] = None,
+               remote: RemoteListing = RemoteListing()):
+    self._root = normalize_root(root)
+    self._class_name = class_name
+    self._problems = problems
+    self._remote = remote
+    self.rest: List[KeyRange] = []
+    self.probes = 0
+
+  def __iter__(self) -> Iterator[str]:
+    if (self._remote.page_budget <= 0 or is_local(self._root)
+        or FileSystems.get_scheme(self._root) != "gs"):
+      return walk_class_folder(self._root, self._class_name, self._problems)
+    return self._walk_gcs()
+
+  def _walk_gcs(self) -> Iterator[str]:
+    gcs = _GcsClass(self._root, self._class_name)
+    blobs = gcs.client.list_blobs(
+        gcs.bucket, prefix=gcs.class_prefix, page_size=self._remote.page_size,
+        fields="items(name),nextPageToken")
+    last = None
+    for number, page in enumerate(blobs.pages, 1):
+      for blob in page:
+        last = blob.name
+        relative = gcs.relative_image(blob.name)
+        if relative:
+          yield relative
+      if number >= self._remote.page_budget and blobs.next_page_token and last:
+        self.rest, self.probes = split_key_space(
+            gcs.first_name_from, self._class_name, gcs.class_prefix, last,
+            self._remote.parts, self._remote.max_probes)
+        return
+
+
+def walk_key_range(root: str, key_range: KeyRange) -> Iterator[str]:
+  """The relative image paths of a class's objects in one key range (gs://)."""
+  gcs = _GcsClass(normalize_root(root), key_range.class_name)
+  blobs = gcs.client.list_blobs(
+      gcs.bucket, prefix=gcs.class_prefix, start_offset=key_range.start,
+      end_offset=key_range.end or None, fields="items(name),nextPageToken")
+  for blob in blobs:
+    if blob.name == key_range.start and not key_range.include_start:
+      continue
+    relative = gcs.relative_image(blob.name)
+    if relative:
+      yield relative
+
+
+class _GcsClass:
+  """A gs:// class folder: its bucket, object-name prefix and the job's client."""
+
+  def __init__(self, root: str, class_name: str):
+    from apache_beam.io.gcp import gcsio
+    prefix = root.rstrip("/") + "/"
+    self.root_prefix = prefix
+    self.bucket, self.blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
+    self.class_prefix = self.blob_prefix + class_name + "/"
+    # The job's GcsIO (its credentials and retry settings).
+    self.client = FileSystems.get_filesystem(prefix)._gcsIO().client
+
+  def relative_image(self, name: str) -> Optional[str]:
+    """'class/sub/x.jpg' for a visible image object, else None."""
+    relative = name[len(self.blob_prefix):]
+    parts = relative.split("/")
+    if any(part.startswith(".") for part in parts) or not parts[-1]:
+      return None
+    return relative if is_image_name(parts[-1]) else None
+
+  def first_name_from(self, start: str, include_start: bool) -> Optional[str]:
+    """The first object name of the class >= `start` (> when not
+    `include_start`), by a listing of at most two names."""
+    for blob in self.client.list_blobs(
+        self.bucket, prefix=self.class_prefix, start_offset=start,
+        max_results=2, fields="items(name)"):
+      if include_start or blob.name != start:
+        return blob.name
+    return None
+
+
+def split_key_space(first_name_from, class_name: str, class_prefix: str,
+                    after: str, parts: int, max_probes: int
+                    ) -> Tuple[List[KeyRange], int]:
+  """Key ranges covering exactly the class's names after `after`, and the
+  number of probes it took.
+
+  `first_name_from(start, include_start)` returns the first name >= (or >)
+  `start`, or None. The ranges are cut at name prefixes that exist: a skip
+  scan lists the distinct prefixes one character longer at each level (one
+  probe each), deepening until a level has at least `parts` of them; a level
+  with more than 2 x `parts` is not used, nor are levels past the probe
+  budget. Whatever the prefixes, the ranges cover every name after `after`
+  once; the prefixes only decide how evenly. Evenness is a guess (GCS gives
+  no counts): names with a common stem and a numbered or hashed tail
+  ('img_0001234.jpg', 'n01440764_10026.JPEG') split evenly; a few odd names
+  beside them ('notes.txt') can stop the scan at a level where one range
+  holds nearly all.
+  """
+  probes = 0
+
+  def probe(start: str, include_start: bool) -> Optional[str]:
+    nonlocal probes
+    probes += 1
+    return first_name_from(start, include_start)
+
+  best: List[str] = []
+  depth = len(class_prefix) + 1
+  while probes < max_probes:
+    prefixes: List[str] = []
+    name = probe(after, False)
+    complete, deeper = True, False
+    while name is not None:
+      if len(prefixes) == 2 * parts or probes >= max_probes:
+        complete = False
+        break
+      prefix = name[:depth]
+      deeper = deeper or len(name) > depth
+      prefixes.append(prefix)
+      following = _successor(prefix) if len(name) > depth else None
+      name = (probe(following, True) if following is not None
+              else probe(name, False) if len(name) <= depth else None)
+    if not complete:
+      break
+    best = prefixes
+    if len(prefixes) >= parts or not deeper:
+      break
+    depth += 1
+  boundaries = [b for b in best[1:] if b > after]
+  ranges = [KeyRange(class_name, after, boundaries[0] if boundaries else "", False)]
+  for start, end in zip(boundaries, boundaries[1:] + [""]):
+    ranges.append(KeyRange(class_name, start, end, True))
+  return ranges, probes
+
+
+def _successor(prefix: str) -> Optional[str]:
+  """The least string greater than every string that starts with `prefix`."""
+  while prefix:
+    code = ord(prefix[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be object names
+      code = 0xE000
+    if code <= 0x10FFFF:
+      return prefix[:-1] + chr(code)
+    prefix = prefix[:-1]
+  return None
 
 
 def class_of(relative_path: str) -> str:
