@@ -59,22 +59,25 @@ def test_class_with_fewer_decodable_files_than_k_is_short(tmp_path):
   assert summary["per_class"][0]["failed"] == 3
 
 
-def test_split_class_cuts_large_k_into_runs_with_shared_spares():
-  from transforms.writing import split_class
-  paths = [f"c/{i}" for i in range(14)]  # 10 wanted + 4 spares, seeded order
-  whole = split_class("c", 3, paths, need=10, seen=50, run=10)
-  assert whole == [DecodeTask("c", 3, paths, 10, 0, 50)]  # one task draws more
-  runs = split_class("c", 3, paths, need=10, seen=50, run=4)
-  assert [(t.first_rank, t.need) for t in runs] == [(0, 4), (4, 4), (8, 2)]
-  assert [t.candidates for t in runs] == [
-      paths[0:4] + paths[10:11], paths[4:8] + paths[11:12], paths[8:10] + paths[12:14]]
-  assert all(t.seen == len(t.candidates) for t in runs)  # runs draw no more
-  assert split_class("c", 3, paths[:2], need=10, seen=2, run=4) == [
-      DecodeTask("c", 3, paths[:2], 2, 0, 2)]
-  assert split_class("c", 3, [], need=1, seen=0, run=4) == []
+def test_class_tasks_interleave_ranks_and_share_the_spares():
+  from transforms.writing import class_tasks
+  paths = [f"c/{i}" for i in range(14)]  # 10 planned + 4 spares, seeded order
+  whole = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=1)
+  assert whole == [DecodeTask("c", 3, paths, 10, 0, 50, 1, 10)]  # one task, all spares
+  tasks = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=4)
+  assert [(t.first_rank, t.stride, t.need) for t in tasks] == [
+      (0, 4, 3), (1, 4, 3), (2, 4, 2), (3, 4, 2)]
+  assert [t.candidates for t in tasks] == [
+      ["c/0", "c/4", "c/8", "c/10"], ["c/1", "c/5", "c/9", "c/11"],
+      ["c/2", "c/6", "c/12"], ["c/3", "c/7", "c/13"]]
+  assert all(t.seen == 50 for t in tasks)  # each may draw more of its sequence
+  few = class_tasks("c", 3, paths[:3], planned=3, seen=3, num_shards=8)
+  assert [(t.first_rank, t.candidates) for t in few] == [
+      (0, ["c/0"]), (1, ["c/1"]), (2, ["c/2"])]
+  assert class_tasks("c", 3, [], planned=0, seen=0, num_shards=4) == []
 
 
-def test_k_larger_than_a_shard_is_spread_over_shards_with_spares(tmp_path):
+def test_k_over_several_shards_is_balanced_with_spares(tmp_path):
   root = str(tmp_path / "tree")
   make_tree(root, {"big": 16, "small": 3})
   order = corrupt_first_picks(root, "big", 1)
@@ -82,7 +85,7 @@ def test_k_larger_than_a_shard_is_spread_over_shards_with_spares(tmp_path):
   for name, extra in (("a", []), ("b", ["--direct_num_workers", "2",
                                           "--direct_running_mode", "multi_processing"])):
     out = str(tmp_path / name)
-    # 13 images planned over 4 shards: runs of 4, so "big" is cut into 3.
+    # 13 images planned over 4 shards: "big" decodes as 4 interleaved tasks.
     assert run_cli(["--input_dir", root, "--output_dir", out, "--samples_per_class", "10",
                     "--spares", "3", "--num_shards", "4", "--image_size", "16", "16"]
                    + extra) == 0
@@ -90,11 +93,35 @@ def test_k_larger_than_a_shard_is_spread_over_shards_with_spares(tmp_path):
   manifest = read_csv(os.path.join(outputs[0], "manifest.csv"))
   big = [r for r in manifest if r["class_name"] == "big"]
   assert [int(r["rank"]) for r in big] == list(range(10))
-  # The broken first pick is replaced by the first spare of its run.
-  assert [r["relative_path"] for r in big] == order[1:4] + [order[10]] + order[4:10]
+  # Task 0 (ranks 0, 4, 8) lost its first pick: its next candidates move up
+  # and its share of the spares (seeded position 10) fills rank 8.
+  assert [r["relative_path"] for r in big] == (
+      [order[4]] + order[1:4] + [order[8]] + order[5:8] + [order[10], order[9]])
   per_shard = collections.Counter(r["shard"] for r in manifest)
-  assert sorted(per_shard.values()) == [2, 3, 4, 4]  # runs of at most 4: big 4+4+2, small 3
+  assert sorted(per_shard.values()) == [3, 3, 3, 4]  # rank r on shard r % 4
+  # Every shard mixes the classes.
+  assert all(len({r["class_name"] for r in manifest if r["shard"] == s}) == 2
+             for s in per_shard if per_shard[s] > 3)
   for name in sorted(os.listdir(outputs[0])):
     if name.startswith("exemplar-train") or name == "manifest.csv":
       assert (open(os.path.join(outputs[0], name), "rb").read()
               == open(os.path.join(outputs[1], name), "rb").read()), name
+
+
+def test_more_shards_than_spares_still_gives_k_and_balanced_shards(tmp_path):
+  root = str(tmp_path / "tree")
+  make_tree(root, {"a": 10, "b": 1, "c": 20, "d": 1})
+  corrupt_first_picks(root, "c", 1)
+  out = str(tmp_path / "out")
+  assert run_cli(["--input_dir", root, "--output_dir", out, "--samples_per_class", "10",
+                  "--spares", "2", "--num_shards", "2", "--image_size", "8", "8"]) == 0
+  manifest = read_csv(os.path.join(out, "manifest.csv"))
+  per_class = collections.Counter(r["class_name"] for r in manifest)
+  assert per_class == {"a": 10, "b": 1, "c": 10, "d": 1}  # c's broken pick replaced
+  assert sorted(int(r["rank"]) for r in manifest if r["class_name"] == "c") == list(range(10))
+  assert sorted(collections.Counter(r["shard"] for r in manifest).values()) == [11, 11]
+  out5 = str(tmp_path / "out5")
+  assert run_cli(["--input_dir", root, "--output_dir", out5, "--samples_per_class", "5",
+                  "--spares", "1", "--num_shards", "10", "--image_size", "8", "8"]) == 0
+  manifest = read_csv(os.path.join(out5, "manifest.csv"))
+  assert collections.Counter(r["class_name"] for r in manifest)["c"] == 5

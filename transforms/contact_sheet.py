@@ -16,9 +16,10 @@ label under each cell. It returns the pages as PNG bytes:
 
 `WriteContactSheet` is the Beam step: DecodedImage -> the page files in the
 output folder. It keeps the first `max_per_class` images of each class and the
-first `max_cells` cells overall (in label, rank order), shrunk to thumbnails in
-parallel before they are gathered, so memory stays bounded however large the
-dataset is; a capped sheet says so in every page's header.
+first `max_cells` cells overall (in label, rank order), as small JPEG
+thumbnails (made by the decoders from the pixels at hand, or here from the
+stored image) before they are gathered, so memory stays bounded however large
+the dataset is; a capped sheet says so in every page's header.
 
 Grayscale images are shown grey, transparent ones over a checkerboard, images
 smaller than a cell are enlarged by a whole factor (pixels stay sharp), and an
@@ -423,8 +424,10 @@ def cell_order(cell: SheetCell) -> Tuple[int, int]:
 def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
   """DecodedImage -> SheetCell holding a small JPEG (drops the big bytes).
 
-  Uses the thumbnail the decoder made from the pixels when there is one (the
-  same bytes: the stored PNG is lossless), else decodes the stored image."""
+  Uses the thumbnail the decoder made from the pixels when there is one, else
+  decodes the stored image (the same thumbnail when it is a PNG, which is
+  lossless; `exemplar-inspect` redraws a JPEG-stored dataset's sheet from the
+  stored JPEGs, so that sheet differs slightly)."""
   small = getattr(image, "thumbnail", b"") or thumbnail_jpeg(image.encoded, cell_size)
   return SheetCell(image.class_name, image.label, image.rank, small)
 
@@ -513,7 +516,7 @@ class WriteContactSheet(beam.PTransform):
         images
         | "FirstPerClass" >> beam.Filter(lambda image: image.rank < max_per_class)
         | "Thumbnail" >> beam.Map(to_thumbnail_cell, self._cell_size)
-        # SheetCell with a small PNG
+        # SheetCell with a small JPEG
         | "FirstCells" >> beam.combiners.Top.Smallest(self._max_cells, key=cell_order)
         # [SheetCell]: one list, label-rank order
         | "RenderAndWrite" >> beam.ParDo(

@@ -23,7 +23,7 @@ import itertools
 import logging
 import os
 import time
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -134,6 +134,20 @@ class DecodeTask(NamedTuple):
   need: int
   first_rank: int  # rank of the task's first image within its class
   seen: int = 0  # files in the class; more than the candidates: more can be drawn
+  # The task's ranks are first_rank, + stride, + 2 stride, ... (below `planned`,
+  # the class's images planned); its candidates are the seeded positions of
+  # those ranks, then of planned + first_rank, + stride, ... (its spares).
+  stride: int = 1
+  planned: int = 0
+
+
+def task_candidates(class_candidates: Sequence[str], first_rank: int,
+                    stride: int, planned: int) -> List[str]:
+  """A task's candidates among its class's seeded candidates: the positions of
+  its ranks, then its share of the spares."""
+  ranks = range(first_rank, min(planned, len(class_candidates)), stride)
+  spares = range(planned + first_rank, len(class_candidates), stride)
+  return [class_candidates[p] for p in ranks] + [class_candidates[p] for p in spares]
 
 
 class DecodedImage(NamedTuple):
@@ -421,7 +435,7 @@ class TaskDecoder:
       relative_path = candidates[tried]
       tried += 1
       source_path = listing.join(self._root, relative_path)
-      rank = task.first_rank + stored
+      rank = task.first_rank + stored * task.stride
       result, msec = decode_file(
           self._decoder, source_path,
           self._thumbnail_size if rank < self._thumbnail_ranks else 0)
@@ -437,18 +451,22 @@ class TaskDecoder:
   def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
     """More of the class's seeded sample, when every spare failed too.
 
-    Re-lists the class and takes twice as many candidates in the same priority
-    order (the first ones are those already tried), so a class yields k images
-    whenever it has k decodable ones, and the picks stay deterministic.
-    A task whose `seen` is not above its candidates never draws more.
+    Re-lists the class and takes twice as many of the task's candidates, in
+    the same seeded sequence (the first ones are those already tried), so the
+    picks stay deterministic. A task whose `seen` is not above its candidates
+    never draws more.
     """
     if task.seen <= len(candidates):
       return candidates
     from transforms import sampling  # pylint: disable=g-import-not-at-top
-    capacity = 2 * len(candidates) + task.need
+    wanted = 2 * len(candidates) + task.need
+    ranks = len(range(task.first_rank, task.planned, task.stride))
+    capacity = (task.planned + task.first_rank
+                + max(0, wanted - ranks - 1) * task.stride + 1)
     sample = sampling.sample_paths(
         listing.walk_class_folder(self._root, task.class_name), self._seed, capacity)
-    more = [path for _, path in sample.candidates]
+    more = task_candidates([path for _, path in sample.candidates],
+                           task.first_rank, task.stride, task.planned)
     if more[:len(candidates)] != candidates:  # the folder changed under us
       return candidates
     return more

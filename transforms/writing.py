@@ -174,67 +174,64 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
 # in flight, never the dataset's (or one shard's) encoded images, and no image
 # bytes are shuffled between workers.
 #
-# A task is a run of consecutive ranks of one class. With every file kept each
-# file is its own task (rank = its place in the class's seeded order; a file
-# that fails leaves a gap). With k per class a class is one task, its spares
-# replacing failures in seeded order, unless k is larger than a shard's share:
-# then it is cut into shard-sized runs, each with its own share of the spares,
-# so shards stay balanced. Tasks go round-robin over the shards in label order.
+# Images are placed as before decoding existed here: rank r of a class goes to
+# shard (class offset + r) % num_shards, so shards are balanced to within one
+# image per class and every shard mixes the classes. A class's decode tasks
+# interleave its ranks: with m tasks, task j fills ranks j, j+m, j+2m, ...
+# (m a multiple of num_shards, so all of a task's ranks share one shard, or m
+# = the images planned, one rank each), from the candidates at those seeded
+# positions and then its share of the spares (positions planned + j, + j+m,
+# ...); when they run out it lists the class again and draws more of the same
+# sequence. With every file kept each file is its own task (rank = its place in
+# the class's seeded order; a file that fails leaves a gap).
 
 SHEET_TAG = "sheet"
+# At most about this many ranks per task, so one large class still decodes on
+# every thread of a shard's writer.
+TASK_RANKS = 16
 
 
 class ShardLayout:
-  """Where each class's tasks go, for a {class: planned} side-input value.
+  """(class offsets, num_shards) for a {class: planned} side-input value.
 
   Computed once per side-input value, not per element (with every image kept
   that is millions of images times thousands of classes).
   """
 
   def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings, every_file: bool):
+               settings: ImageSettings):
     self._fixed_num_shards = num_shards
     self._class_names = list(class_names)
     self._settings = settings
-    self._every_file = every_file
-    self._cached = None  # (planned dict, (task offsets, run length, num_shards))
+    self._cached = None  # (planned dict, (offsets, num_shards))
 
-  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int, int]:
-    """-> ({class: index of its first task}, images per task, num_shards)."""
+  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int]:
+    """-> ({class: global index of its first image}, num_shards)."""
     if self._cached is None or self._cached[0] is not planned:
-      num_shards = resolve_num_shards(self._fixed_num_shards, planned, self._settings)
-      run = 1 if self._every_file else max(
-          1, math.ceil(sum(planned.values()) / num_shards))
       offsets, total = {}, 0
       for name in self._class_names:
         offsets[name] = total
-        total += math.ceil(planned.get(name, 0) / run)
-      self._cached = (planned, (offsets, run, num_shards))
+        total += planned.get(name, 0)
+      self._cached = (planned, (offsets, resolve_num_shards(
+          self._fixed_num_shards, planned, self._settings)))
     return self._cached[1]
 
 
-def split_class(class_name: str, label: int, candidates: Sequence[str],
-                need: int, seen: int, run: int) -> List[DecodeTask]:
-  """A class's seeded candidates -> its decode tasks, each at most `run` images.
+def tasks_per_class(planned: int, num_shards: int) -> int:
+  """m: how many interleaved tasks a class of `planned` images gets."""
+  return min(planned, num_shards * max(1, math.ceil(planned / (num_shards * TASK_RANKS))))
 
-  One task keeps every spare and may draw more from the class; cut into runs,
-  run j gets ranks [j*run, (j+1)*run), the candidates at those ranks and an
-  equal share of the spares, and draws no more (its `seen` is its candidates).
-  """
-  need = min(need, seen)
-  if need <= 0:
+
+def class_tasks(class_name: str, label: int, candidates: Sequence[str],
+                planned: int, seen: int, num_shards: int) -> List[DecodeTask]:
+  """A class's seeded candidates -> its m interleaved decode tasks (see above)."""
+  if planned <= 0:
     return []
-  pieces = math.ceil(need / run)
-  if pieces == 1:
-    return [DecodeTask(class_name, label, list(candidates), need, 0, seen)]
-  spares = list(candidates[need:])
-  tasks = []
-  for j in range(pieces):
-    first, last = j * run, min(need, (j + 1) * run)
-    own = (list(candidates[first:last])
-           + spares[j * len(spares) // pieces:(j + 1) * len(spares) // pieces])
-    tasks.append(DecodeTask(class_name, label, own, last - first, first, len(own)))
-  return tasks
+  m = tasks_per_class(planned, num_shards)
+  return [DecodeTask(class_name, label,
+                     decoding.task_candidates(candidates, j, m, planned),
+                     len(range(j, planned, m)), j, seen, m, planned)
+          for j in range(m)]
 
 
 class AssignShards(beam.DoFn):
@@ -242,22 +239,23 @@ class AssignShards(beam.DoFn):
 
   def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
                settings: ImageSettings, need: Optional[int]):
-    self._layout = ShardLayout(num_shards, class_names, settings, need is None)
+    self._layout = ShardLayout(num_shards, class_names, settings)
     self._labels = {name: label for label, name in enumerate(class_names)}
     self._need = need
 
   def process(self, element, planned: Dict[str, int]):
     class_name, sample = element
-    offsets, run, num_shards = self._layout(planned)
+    offsets, num_shards = self._layout(planned)
     label = self._labels[class_name]
     paths = [path for _, path in sample.candidates]
     if self._need is None:  # every file: one task each, no spares
       tasks = [DecodeTask(class_name, label, [path], 1, rank, 1)
                for rank, path in enumerate(paths)]
     else:
-      tasks = split_class(class_name, label, paths, self._need, sample.seen, run)
-    for index, task in enumerate(tasks):
-      yield ((offsets[class_name] + index) % num_shards, num_shards), task
+      tasks = class_tasks(class_name, label, paths, min(self._need, sample.seen),
+                          sample.seen, num_shards)
+    for task in tasks:
+      yield ((offsets[class_name] + task.first_rank) % num_shards, num_shards), task
 
 
 class DecodeAndWriteShard(beam.DoFn):
