@@ -196,11 +196,6 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
               | "AllFailures" >> beam.Flatten())
   images = written[writing.SHEET_TAG]
   # ShardInfo; DecodeFailure; DecodedImage (the first of each class, thumbnail only)
-  sheet_total = (
-      shards
-      | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
-      | "CountExamples" >> beam.CombineGlobally(sum))
-  # the number of images stored
 
   # The preprocessing_fn has no analyzers, so the graph does not depend on the
   # data: TFT gets no examples. Feeding it the first image of every class cost
@@ -217,6 +212,11 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
 
   writers_done = [transform_done]
   if config.contact_sheet:
+    sheet_total = (
+        shards
+        | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
+        | "CountExamples" >> beam.CombineGlobally(sum))
+    # the number of images stored
     writers_done.append(
         images
         | "ContactSheet" >> contact_sheet.WriteContactSheet(

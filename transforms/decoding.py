@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import io
 import itertools
-import logging
 import os
 import time
 from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -29,8 +28,6 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import contact_sheet, listing
-
-_LOGGER = logging.getLogger(__name__)
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
                   "lanczos5", "gaussian", "mitchellcubic")

@@ -170,9 +170,10 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
 #
 # The shard of every image is fixed before it is decoded, so only paths cross
 # the shuffle: each shard's decode tasks are grouped, decoded on a thread pool
-# and streamed into the shard file in record order. Memory stays at the images
-# in flight, never the dataset's (or one shard's) encoded images, and no image
-# bytes are shuffled between workers.
+# and streamed into the shard file in record order. Memory stays at the tasks
+# in flight (a few per thread, each at most TASK_RANKS images), never the
+# dataset's or a whole shard's encoded images, and no image bytes are shuffled
+# between workers.
 #
 # Images are placed as before decoding existed here: rank r of a class goes to
 # shard (class offset + r) % num_shards, so shards are balanced to within one
