@@ -55,8 +55,9 @@ def test_task_decoder_ranks_spares_thumbnails_and_more_candidates(tmp_path):
   # Ranks 1, 3, 5 of a class of 6 planned, holding no spare: order[3] fails,
   # so the task lists the class again and draws the next of its own sequence
   # (its spares are seeded positions 6 + 1, + 3, + 5: order[7] first).
-  task = DecodeTask("c", 0, decoding.task_candidates(order[:6], 1, 2, 6), need=3,
-                    first_rank=1, seen=12, stride=2, planned=6)
+  task = DecodeTask("c", 0, [], need=3, first_rank=1, seen=12, stride=2,
+                    spare_start=7, spare_stride=2)
+  task = task._replace(candidates=decoding.task_candidates(order[:6], task))
   assert task.candidates == [order[1], order[3], order[5]]
   events = decode(task)
   assert [(kind, getattr(value, "relative_path", None)) for kind, _, value in events] == [

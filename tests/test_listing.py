@@ -254,6 +254,7 @@ def test_key_ranges_cover_every_name_after_the_cut_exactly_once(
   for name in names:
     hits = sum(_in_range(name, r) for r in ranges)
     assert hits == (1 if name > after else 0), (name, ranges)
+  assert all(not r.end or r.start < r.end for r in ranges)  # no empty range
 
 
 def test_key_ranges_of_numbered_names_are_even():

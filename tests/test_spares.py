@@ -63,17 +63,24 @@ def test_class_tasks_interleave_ranks_and_share_the_spares():
   from transforms.writing import class_tasks
   paths = [f"c/{i}" for i in range(14)]  # 10 planned + 4 spares, seeded order
   whole = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=1)
-  assert whole == [DecodeTask("c", 3, paths, 10, 0, 50, 1, 10)]  # one task, all spares
+  assert whole == [DecodeTask("c", 3, paths, 10, 0, 50)]  # one task, all spares
   tasks = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=4)
-  assert [(t.first_rank, t.stride, t.need) for t in tasks] == [
-      (0, 4, 3), (1, 4, 3), (2, 4, 2), (3, 4, 2)]
+  assert [(t.first_rank, t.stride, t.need, t.spare_start, t.spare_stride)
+          for t in tasks] == [(0, 4, 3, 10, 4), (1, 4, 3, 11, 4), (2, 4, 2, 12, 4),
+                              (3, 4, 2, 13, 4)]
   assert [t.candidates for t in tasks] == [
       ["c/0", "c/4", "c/8", "c/10"], ["c/1", "c/5", "c/9", "c/11"],
       ["c/2", "c/6", "c/12"], ["c/3", "c/7", "c/13"]]
   assert all(t.seen == 50 for t in tasks)  # each may draw more of its sequence
   few = class_tasks("c", 3, paths[:3], planned=3, seen=3, num_shards=8)
-  assert [(t.first_rank, t.candidates) for t in few] == [
-      (0, ["c/0"]), (1, ["c/1"]), (2, ["c/2"])]
+  assert [(t.first_rank, t.candidates, t.seen) for t in few] == [
+      (0, ["c/0"], 0), (1, ["c/1"], 0), (2, ["c/2"], 0)]  # nothing more to draw
+  # 40 ranks on one shard: runs of 16 contiguous ranks, in rank order.
+  many = [f"c/{i}" for i in range(44)]
+  runs = class_tasks("c", 3, many, planned=40, seen=44, num_shards=1)
+  assert [(t.first_rank, t.stride, t.need) for t in runs] == [
+      (0, 1, 16), (16, 1, 16), (32, 1, 8)]
+  assert [t.candidates[t.need:] for t in runs] == [["c/40", "c/43"], ["c/41"], ["c/42"]]
   assert class_tasks("c", 3, [], planned=0, seen=0, num_shards=4) == []
 
 
@@ -125,3 +132,18 @@ def test_more_shards_than_spares_still_gives_k_and_balanced_shards(tmp_path):
                   "--spares", "1", "--num_shards", "10", "--image_size", "8", "8"]) == 0
   manifest = read_csv(os.path.join(out5, "manifest.csv"))
   assert collections.Counter(r["class_name"] for r in manifest)["c"] == 5
+
+
+def test_records_of_a_shard_are_in_label_rank_order(tmp_path):
+  import tensorflow as tf
+  root, out = str(tmp_path / "tree"), str(tmp_path / "out")
+  make_tree(root, {"a": 45, "b": 3}, size=(8, 8))
+  assert run_cli(["--input_dir", root, "--output_dir", out, "--samples_per_class", "40",
+                  "--num_shards", "2", "--image_size", "8", "8"]) == 0
+  manifest = read_csv(os.path.join(out, "manifest.csv"))
+  key = {r["relative_path"]: (int(r["label"]), int(r["rank"])) for r in manifest}
+  for shard in sorted({r["shard"] for r in manifest}):
+    records = tf.data.TFRecordDataset(os.path.join(out, shard))
+    features = [tf.train.Example.FromString(r.numpy()).features.feature for r in records]
+    order = [key[f["image/relative_path"].bytes_list.value[0].decode()] for f in features]
+    assert order == sorted(order) and len(order) > 16, shard

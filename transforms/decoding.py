@@ -21,8 +21,9 @@ import hashlib
 import io
 import itertools
 import os
+import threading
 import time
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -124,34 +125,44 @@ def encode(image_uint8, settings: ImageSettings):
 
 
 class DecodeTask(NamedTuple):
-  """Candidates of one class, best first; decode until `need` succeed."""
+  """Some ranks of one class and their candidates, best first; decode until
+  `need` succeed.
+
+  The task's ranks are first_rank, + stride, ... (`need` of them). Its
+  candidates are the class's seeded positions of those ranks, then its spares:
+  positions spare_start, + spare_stride, ... A task whose `seen` (files in the
+  class) is above what its class sample held may draw more of the same
+  sequence from a new listing; seen 0: never.
+  """
   class_name: str
   label: int
   candidates: List[str]  # relative paths, in sampling-priority order
   need: int
-  first_rank: int  # rank of the task's first image within its class
-  seen: int = 0  # files in the class; more than the candidates: more can be drawn
-  # The task's ranks are first_rank, + stride, + 2 stride, ... (below `planned`,
-  # the class's images planned); its candidates are the seeded positions of
-  # those ranks, then of planned + first_rank, + stride, ... (its spares).
+  first_rank: int
+  seen: int = 0
   stride: int = 1
-  planned: int = 0
+  spare_start: int = -1  # -1: right after the ranks (one task for the class)
+  spare_stride: int = 1
 
 
-def task_candidates(class_candidates: Sequence[str], first_rank: int,
-                    stride: int, planned: int) -> List[str]:
+def task_candidates(class_candidates: Sequence[str], task: DecodeTask) -> List[str]:
   """A task's candidates among its class's seeded candidates: the positions of
-  its ranks, then its share of the spares."""
-  ranks = range(first_rank, min(planned, len(class_candidates)), stride)
-  spares = range(planned + first_rank, len(class_candidates), stride)
-  return [class_candidates[p] for p in ranks] + [class_candidates[p] for p in spares]
+  its ranks, then of its spares."""
+  count = len(class_candidates)
+  ranks = range(task.first_rank, task.first_rank + task.need * task.stride, task.stride)
+  spare_start = (task.first_rank + task.need * task.stride if task.spare_start < 0
+                 else task.spare_start)
+  positions = [p for p in ranks if p < count]
+  positions += range(spare_start, count, task.spare_stride)
+  return [class_candidates[p] for p in positions]
 
 
 class DecodedImage(NamedTuple):
   """One chosen image, decoded, resized and encoded for storage."""
   class_name: str
   label: int
-  rank: int  # 0-based position among the class's stored images
+  rank: int  # 0-based; the class's stored images (k mode; with gaps where a
+  # class came out short) or its seeded order (every file; gaps at failures)
   relative_path: str
   source_path: str
   encoded: bytes
@@ -403,8 +414,9 @@ class TaskDecoder:
   several threads at once (the traced TF function is).
 
   Walks a task's candidates in priority order and stops at `need` decoded
-  images, so a broken pick is replaced by the next candidate of the same
-  seeded sample and the result stays deterministic.
+  images, so a broken pick is replaced by the task's next candidate (with one
+  task per class: the class's next in seeded order) and the result stays
+  deterministic.
   """
 
   def __init__(self, input_root: str, decoder: ImageDecoder, seed: int,
@@ -416,6 +428,10 @@ class TaskDecoder:
     # Images ranked below `thumbnail_ranks` in their class carry a thumbnail.
     self._thumbnail_ranks = thumbnail_ranks
     self._thumbnail_size = thumbnail_size
+    # {class: (candidates held, seeded candidates)} from re-listings, shared by
+    # the class's tasks on this worker's threads.
+    self._listed: Dict[str, Tuple[int, List[str]]] = {}
+    self._lock = threading.Lock()
 
   def __call__(self, task: DecodeTask) -> List[TaskEvent]:
     events: List[TaskEvent] = []
@@ -424,7 +440,7 @@ class TaskDecoder:
     while stored < task.need:
       if tried == len(candidates):
         more = self._more_candidates(task, candidates)
-        if more is not candidates:
+        if len(more) > len(candidates):
           events.append(("refill", 0, None))
         candidates = more
         if tried == len(candidates):
@@ -446,24 +462,30 @@ class TaskDecoder:
     return events
 
   def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
-    """More of the class's seeded sample, when every spare failed too.
+    """More of the task's seeded sequence, when every candidate it held failed.
 
-    Re-lists the class and takes twice as many of the task's candidates, in
-    the same seeded sequence (the first ones are those already tried), so the
-    picks stay deterministic. A task whose `seen` is not above its candidates
-    never draws more.
+    Lists the class again (once per class and capacity on this worker: the
+    class's other tasks reuse it) and takes twice as many of the task's
+    candidates, the first ones being those already tried, so the picks stay
+    deterministic.
     """
     if task.seen <= len(candidates):
       return candidates
     from transforms import sampling  # pylint: disable=g-import-not-at-top
     wanted = 2 * len(candidates) + task.need
-    ranks = len(range(task.first_rank, task.planned, task.stride))
-    capacity = (task.planned + task.first_rank
-                + max(0, wanted - ranks - 1) * task.stride + 1)
-    sample = sampling.sample_paths(
-        listing.walk_class_folder(self._root, task.class_name), self._seed, capacity)
-    more = task_candidates([path for _, path in sample.candidates],
-                           task.first_rank, task.stride, task.planned)
+    spare_start = (task.first_rank + task.need * task.stride if task.spare_start < 0
+                   else task.spare_start)
+    capacity = spare_start + max(0, wanted - task.need) * task.spare_stride + 1
+    with self._lock:
+      cached = self._listed.get(task.class_name)
+    if cached is None or cached[0] < min(capacity, task.seen):
+      sample = sampling.sample_paths(
+          listing.walk_class_folder(self._root, task.class_name), self._seed,
+          max(capacity, cached[0] * 2 if cached else 0))
+      cached = (len(sample.candidates), [path for _, path in sample.candidates])
+      with self._lock:
+        self._listed[task.class_name] = cached
+    more = task_candidates(cached[1], task)
     if more[:len(candidates)] != candidates:  # the folder changed under us
       return candidates
     return more

@@ -377,7 +377,8 @@ def split_key_space(first_name_from, class_name: str, class_prefix: str,
         break
       prefix = name[:depth]
       deeper = deeper or len(name) > depth
-      prefixes.append(prefix)
+      if not prefixes or prefixes[-1] != prefix:  # 'c/a/' then 'c/a/1.jpg'
+        prefixes.append(prefix)
       following = _successor(prefix) if len(name) > depth else None
       name = (probe(following, True) if following is not None
               else probe(name, False) if len(name) <= depth else None)

@@ -1,9 +1,9 @@
 """Stage 5: write the decoded images as sharded TFRecords of tf.train.Example.
 
 Sharding is deterministic: an image's shard is fixed before it is decoded by
-its class's position and its rank in the class's sample (decode tasks go
-round-robin over `num_shards`), records in a shard are sorted by (label, rank),
-and examples serialize deterministically, so the same input and seed give
+its class's position and its rank (rank r of a class goes to shard (class
+offset + r) % num_shards), records in a shard are sorted by (label, rank), and
+examples serialize deterministically, so the same input and seed give
 byte-identical shards on any runner.
 
 Each shard is decoded and written whole by one task, to a temporary name beside its final
@@ -175,16 +175,20 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
 # dataset's or a whole shard's encoded images, and no image bytes are shuffled
 # between workers.
 #
-# Images are placed as before decoding existed here: rank r of a class goes to
-# shard (class offset + r) % num_shards, so shards are balanced to within one
-# image per class and every shard mixes the classes. A class's decode tasks
-# interleave its ranks: with m tasks, task j fills ranks j, j+m, j+2m, ...
-# (m a multiple of num_shards, so all of a task's ranks share one shard, or m
-# = the images planned, one rank each), from the candidates at those seeded
-# positions and then its share of the spares (positions planned + j, + j+m,
-# ...); when they run out it lists the class again and draws more of the same
-# sequence. With every file kept each file is its own task (rank = its place in
-# the class's seeded order; a file that fails leaves a gap).
+# Rank r of a class is stored in shard (class offset + r) % num_shards, so
+# shards are balanced to within one image per class and every shard mixes the
+# classes. A class's decode tasks are runs of its ranks on one shard (r, r +
+# num_shards, ..., at most TASK_RANKS of them), so a shard's writer stores its
+# records in (label, rank) order task after task. Each task's candidates are
+# the seeded positions of its ranks, then its share of the class's spares
+# (dealt round-robin over the class's tasks); when they run out it draws more
+# of its own sequence from a new listing. With one task per class (k <=
+# TASK_RANKS and one shard, or k = 1) a failed pick is replaced by the class's
+# next candidate, as a sequential sampler would; with several, by the task's
+# next, so a class of barely more than k files can come out short while one
+# task's share still holds a decodable file. With every file kept each file
+# is its own task (rank = its place in the class's seeded order; a file that
+# fails leaves a gap).
 
 SHEET_TAG = "sheet"
 # At most about this many ranks per task, so one large class still decodes on
@@ -218,21 +222,28 @@ class ShardLayout:
     return self._cached[1]
 
 
-def tasks_per_class(planned: int, num_shards: int) -> int:
-  """m: how many interleaved tasks a class of `planned` images gets."""
-  return min(planned, num_shards * max(1, math.ceil(planned / (num_shards * TASK_RANKS))))
-
-
 def class_tasks(class_name: str, label: int, candidates: Sequence[str],
                 planned: int, seen: int, num_shards: int) -> List[DecodeTask]:
-  """A class's seeded candidates -> its m interleaved decode tasks (see above)."""
+  """A class's seeded candidates -> its decode tasks, in rank order (above)."""
   if planned <= 0:
     return []
-  m = tasks_per_class(planned, num_shards)
-  return [DecodeTask(class_name, label,
-                     decoding.task_candidates(candidates, j, m, planned),
-                     len(range(j, planned, m)), j, seen, m, planned)
-          for j in range(m)]
+  runs = []  # (first rank, ranks): runs of the ranks that share a shard
+  for residue in range(min(num_shards, planned)):
+    ranks = len(range(residue, planned, num_shards))
+    for start in range(0, ranks, TASK_RANKS):
+      runs.append((residue + start * num_shards, min(TASK_RANKS, ranks - start)))
+  runs.sort()
+  # Every file already a candidate: a new listing would find nothing more.
+  seen_for_tasks = 0 if len(candidates) >= seen else seen
+  if len(runs) == 1:
+    task = DecodeTask(class_name, label, [], runs[0][1], 0, seen_for_tasks, 1)
+    return [task._replace(candidates=decoding.task_candidates(candidates, task))]
+  tasks = []
+  for index, (first_rank, need) in enumerate(runs):
+    task = DecodeTask(class_name, label, [], need, first_rank, seen_for_tasks,
+                      num_shards, planned + index, len(runs))
+    tasks.append(task._replace(candidates=decoding.task_candidates(candidates, task)))
+  return tasks
 
 
 class AssignShards(beam.DoFn):
@@ -256,6 +267,7 @@ class AssignShards(beam.DoFn):
       tasks = class_tasks(class_name, label, paths, min(self._need, sample.seen),
                           sample.seen, num_shards)
     for task in tasks:
+      # Every rank of a task lands on the same shard as its first.
       yield ((offsets[class_name] + task.first_rank) % num_shards, num_shards), task
 
 

@@ -54,9 +54,10 @@ def run_beam(root: str, beam_args) -> Tuple[int, float]:
 
     def process(self, element):
       self._starts.update(int(time.time() * 1000))
-      for class_name, sample in super().process(element):
-        self._seen.inc(sample.seen)
-        yield class_name, sample
+      for output in super().process(element):
+        if not isinstance(output, beam.pvalue.TaggedOutput):
+          self._seen.inc(output[1].seen)
+        yield output
       self._ends.update(int(time.time() * 1000))
 
   options = PipelineOptions(beam_args)
