@@ -431,7 +431,8 @@ class TaskDecoder:
     # {class: (candidates held, seeded candidates)} from re-listings, shared by
     # the class's tasks on this worker's threads.
     self._listed: Dict[str, Tuple[int, List[str]]] = {}
-    self._lock = threading.Lock()
+    self._lock = threading.Lock()  # guards _class_locks
+    self._class_locks: Dict[str, threading.Lock] = {}
 
   def __call__(self, task: DecodeTask) -> List[TaskEvent]:
     events: List[TaskEvent] = []
@@ -464,10 +465,10 @@ class TaskDecoder:
   def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
     """More of the task's seeded sequence, when every candidate it held failed.
 
-    Lists the class again (once per class and capacity on this worker: the
-    class's other tasks reuse it) and takes twice as many of the task's
-    candidates, the first ones being those already tried, so the picks stay
-    deterministic.
+    Lists the class again (one listing at a time per class on this worker;
+    the class's other tasks reuse it when it is long enough) and takes twice
+    as many of the task's candidates, the first ones being those already
+    tried, so the picks stay deterministic.
     """
     if task.seen <= len(candidates):
       return candidates
@@ -477,13 +478,16 @@ class TaskDecoder:
                    else task.spare_start)
     capacity = spare_start + max(0, wanted - task.need) * task.spare_stride + 1
     with self._lock:
+      class_lock = self._class_locks.setdefault(task.class_name, threading.Lock())
+    with class_lock:  # the class's other tasks wait for this listing
       cached = self._listed.get(task.class_name)
-    if cached is None or cached[0] < min(capacity, task.seen):
-      sample = sampling.sample_paths(
-          listing.walk_class_folder(self._root, task.class_name), self._seed,
-          max(capacity, cached[0] * 2 if cached else 0))
-      cached = (len(sample.candidates), [path for _, path in sample.candidates])
-      with self._lock:
+      if cached is None or cached[0] < min(capacity, task.seen):
+        # A little more than this task needs covers its sibling tasks too
+        # (their spares start up to one spare_stride later).
+        sample = sampling.sample_paths(
+            listing.walk_class_folder(self._root, task.class_name), self._seed,
+            max(capacity + task.spare_stride, cached[0] * 2 if cached else 0))
+        cached = (len(sample.candidates), [path for _, path in sample.candidates])
         self._listed[task.class_name] = cached
     more = task_candidates(cached[1], task)
     if more[:len(candidates)] != candidates:  # the folder changed under us
