@@ -92,10 +92,7 @@ def _remote_class_folders(root: str) -> List[str]:
   names = set()
   try:
     if FileSystems.get_scheme(prefix) == "gs":
-      from apache_beam.io.gcp import gcsio
-      bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
-      # The job's GcsIO (its credentials and retry settings).
-      client = FileSystems.get_filesystem(prefix)._gcsIO().client
+      client, bucket, blob_prefix = _gcs_location(root)
       blobs = client.list_blobs(
           bucket, prefix=blob_prefix, delimiter="/",
           fields="prefixes,nextPageToken")
@@ -197,24 +194,32 @@ def _walk_remote(root: str, class_name: str) -> Iterator[str]:
   if FileSystems.get_scheme(prefix) == "gs":
     # Names only, streamed page by page: no per-object metadata, no set of
     # every path held in memory (GcsIO.list_files keeps one).
-    from apache_beam.io.gcp import gcsio
-    bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
-    client = FileSystems.get_filesystem(prefix)._gcsIO().client
-    blobs = client.list_blobs(
-        bucket, prefix=blob_prefix + class_name + "/",
-        fields="items(name),nextPageToken")
-    paths = (prefix + blob.name[len(blob_prefix):] for blob in blobs)
+    gcs = _GcsClass(root, class_name)
+    blobs = gcs.client.list_blobs(
+        gcs.bucket, prefix=gcs.class_prefix, fields="items(name),nextPageToken")
+    relatives = (blob.name[len(gcs.blob_prefix):] for blob in blobs)
   else:
     escaped = "".join(f"[{c}]" if c in "[*?" else c for c in class_name)
-    paths = (m.path for m in
-             FileSystems.match([prefix + escaped + "/**"])[0].metadata_list)
-  for path in paths:
-    relative = path[len(prefix):]
-    parts = relative.split("/")
-    if any(part.startswith(".") for part in parts) or not parts[-1]:
-      continue
-    if is_image_name(parts[-1]):
-      yield relative
+    relatives = (m.path[len(prefix):] for m in
+                 FileSystems.match([prefix + escaped + "/**"])[0].metadata_list)
+  return (relative for relative in relatives if _is_visible_image(relative))
+
+
+def _is_visible_image(relative: str) -> bool:
+  """Whether an object's path below the root ('class/sub/x.jpg') is an image
+  Keras would list: no hidden part, not a 'folder' object."""
+  parts = relative.split("/")
+  return (parts[-1] != "" and not any(part.startswith(".") for part in parts)
+          and is_image_name(parts[-1]))
+
+
+def _gcs_location(root: str):
+  """(the job's GCS client, bucket, object-name prefix) of a gs:// root; the
+  client is the job's GcsIO's (its credentials and retry settings)."""
+  from apache_beam.io.gcp import gcsio
+  prefix = root.rstrip("/") + "/"
+  bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
+  return FileSystems.get_filesystem(prefix)._gcsIO().client, bucket, blob_prefix
 
 
 def _one_line(error: Exception) -> str:
@@ -313,21 +318,13 @@ class _GcsClass:
   """A gs:// class folder: its bucket, object-name prefix and the job's client."""
 
   def __init__(self, root: str, class_name: str):
-    from apache_beam.io.gcp import gcsio
-    prefix = root.rstrip("/") + "/"
-    self.root_prefix = prefix
-    self.bucket, self.blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
+    self.client, self.bucket, self.blob_prefix = _gcs_location(root)
     self.class_prefix = self.blob_prefix + class_name + "/"
-    # The job's GcsIO (its credentials and retry settings).
-    self.client = FileSystems.get_filesystem(prefix)._gcsIO().client
 
   def relative_image(self, name: str) -> Optional[str]:
     """'class/sub/x.jpg' for a visible image object, else None."""
     relative = name[len(self.blob_prefix):]
-    parts = relative.split("/")
-    if any(part.startswith(".") for part in parts) or not parts[-1]:
-      return None
-    return relative if is_image_name(parts[-1]) else None
+    return relative if _is_visible_image(relative) else None
 
   def first_name_from(self, start: str, include_start: bool) -> Optional[str]:
     """The first object name of the class >= `start` (> when not
