@@ -145,15 +145,20 @@ class DecodeTask(NamedTuple):
   spare_stride: int = 1
 
 
+def spare_start(task: DecodeTask) -> int:
+  """The seeded position of a task's first spare."""
+  if task.spare_start < 0:  # one task for the class: right after its ranks
+    return task.first_rank + task.need * task.stride
+  return task.spare_start
+
+
 def task_candidates(class_candidates: Sequence[str], task: DecodeTask) -> List[str]:
   """A task's candidates among its class's seeded candidates: the positions of
   its ranks, then of its spares."""
   count = len(class_candidates)
   ranks = range(task.first_rank, task.first_rank + task.need * task.stride, task.stride)
-  spare_start = (task.first_rank + task.need * task.stride if task.spare_start < 0
-                 else task.spare_start)
   positions = [p for p in ranks if p < count]
-  positions += range(spare_start, count, task.spare_stride)
+  positions += range(spare_start(task), count, task.spare_stride)
   return [class_candidates[p] for p in positions]
 
 
@@ -474,9 +479,7 @@ class TaskDecoder:
       return candidates
     from transforms import sampling  # pylint: disable=g-import-not-at-top
     wanted = 2 * len(candidates) + task.need
-    spare_start = (task.first_rank + task.need * task.stride if task.spare_start < 0
-                   else task.spare_start)
-    capacity = spare_start + max(0, wanted - task.need) * task.spare_stride + 1
+    capacity = spare_start(task) + max(0, wanted - task.need) * task.spare_stride + 1
     with self._lock:
       class_lock = self._class_locks.setdefault(task.class_name, threading.Lock())
     with class_lock:  # the class's other tasks wait for this listing
