@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import uuid
 from typing import Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
@@ -37,6 +38,9 @@ class RunPlan:
   input_dir: str
   output_dir: str
   class_names: Tuple[str, ...]
+  # Written into the dataset's files record by its commit: tells this run's
+  # dataset from an earlier one in the same folder.
+  run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
   @property
   def staging_dir(self) -> str:
@@ -234,7 +238,7 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan) -> None:
       | "Finalize" >> beam.ParDo(
           metadata.FinalizeDataset(
               plan.staging_dir, plan.output_dir, plan.class_names, settings,
-              config.samples_per_class, config.describe()),
+              config.samples_per_class, config.describe(), plan.run_id),
           shards=beam.pvalue.AsList(shards),
           stats=beam.pvalue.AsSingleton(stats),
           failures=beam.pvalue.AsList(failures),

@@ -27,6 +27,7 @@ import dataclasses
 import heapq
 import io
 import json
+import re
 import struct
 import sys
 import textwrap
@@ -35,14 +36,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import contact_sheet as sheets
+from transforms import commit, fileio
 from transforms.decoding import COLOR_MODES
+from transforms.names import (CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, FILES_RECORD,
+                              MANIFEST_FILE, SUCCESS_MARKER, SUMMARY_JSON)
 
-SUCCESS_MARKER = "_SUCCESS"
-SUMMARY_JSON = "summary.json"
-MANIFEST_FILE = "manifest.csv"
-ERRORS_FILE = "errors.csv"
-CLASS_NAMES_FILE = "class_names.txt"
-SHARD_GLOB = "exemplar-train.tfrecord-*-of-*"
+SHARD_NAME = re.compile(re.escape(DATASET_NAME) + r"-[^.]+\.tfrecord-\d{5}-of-\d{5}")
 PIL_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 MAX_PROBLEMS_SHOWN = 20
@@ -157,6 +156,10 @@ class Dataset:
   class_names: List[str]
   errors: List[Dict[str, str]]
   shards: List[Tuple[str, int]]  # (path, size in bytes), in shard order
+  # Files beside it named like its shards that its summary does not list.
+  unlisted_shards: List[str] = dataclasses.field(default_factory=list)
+  # exemplar_files.json: {relative path: size in bytes}, None before records.
+  own_files: Optional[Dict[str, int]] = None
 
   @property
   def config(self) -> Dict:
@@ -179,9 +182,24 @@ def open_dataset(output_dir: str) -> Dataset:
     raise DatasetError(f"{SUMMARY_JSON} is not valid JSON: {_first_line(e)}") from e
   class_names = _read_text(_path(output_dir, CLASS_NAMES_FILE)).splitlines()
   errors = _read_csv(_path(output_dir, ERRORS_FILE))
-  matches = FileSystems.match([_path(output_dir, SHARD_GLOB)])[0].metadata_list
-  shards = sorted((m.path, m.size_in_bytes) for m in matches)
-  return Dataset(output_dir, summary, class_names, errors, shards)
+  shards = []
+  for shard in summary.get("shards", []):
+    path = _path(output_dir, shard["file"])
+    try:
+      shards.append((path, fileio.size(path)))
+    except FileNotFoundError:
+      pass  # named by the summary, missing: --verify reports it
+  listed = {shard["file"] for shard in summary.get("shards", [])}
+  unlisted = sorted(
+      name for name in (FileSystems.split(p)[1] for p in fileio.files_under(output_dir)
+                        if "/" not in p[len(output_dir.rstrip("/")) + 1:])
+      if SHARD_NAME.fullmatch(name) and name not in listed)
+  try:
+    record = commit.read_record(output_dir)
+  except commit.OutputError as e:
+    raise DatasetError(_first_line(e)) from e
+  return Dataset(output_dir, summary, class_names, errors, shards, unlisted,
+                 None if record is None else record["files"])
 
 
 # --- TFRecord framing and tf.train.Example, read directly --------------------
@@ -563,8 +581,17 @@ class Verifier:
         self.problem(f"{shard}: {got} records, {MANIFEST_FILE} lists {want}")
     summary = self._dataset.summary
     listed = {entry.get("file") for entry in summary.get("shards", [])}
-    for shard in sorted(present - listed):
+    for shard in self._dataset.unlisted_shards:
       self.problem(f"{shard}: not listed in {SUMMARY_JSON} (left by another run?)")
+    for relative, size in sorted((self._dataset.own_files or {}).items()):
+      path = _path(self._dataset.output_dir, relative)
+      try:
+        actual = fileio.size(path)
+      except FileNotFoundError:
+        self.problem(f"{relative}: listed in {FILES_RECORD} but missing")
+        continue
+      if actual != size:
+        self.problem(f"{relative}: {actual} bytes, {FILES_RECORD} says {size}")
     for shard in sorted(listed - present):
       self.problem(f"{shard}: listed in {SUMMARY_JSON} but missing")
     if summary.get("num_examples") != len(self._manifest_rows):

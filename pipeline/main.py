@@ -25,26 +25,32 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import assemble, runners
 from pipeline.options import ExemplarConfig, UsageError, first_line, parse_args
-from transforms import commit, listing, metadata
+from transforms import commit, fileio, listing, metadata
 
 _LOGGER = logging.getLogger("exemplar")
 
 
 def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
-  """Resolves the input root and its classes, and readies the output folder.
+  """Resolves the input root, its classes and the output folder; touches
+  nothing (the output folder is claimed by `commit.claim_output`).
 
-  Raises ListingError, OutputError or UsageError, each with a one-line reason.
+  Local paths become absolute, so `image/filename` and the manifest's
+  source paths name the file from any working directory. Raises ListingError
+  or UsageError, each with a one-line reason.
   """
   input_dir = config.input_dir
   if input_dir is None:
     from pipeline import demo
     input_dir = demo.ensure_demo_tree()
     _LOGGER.info("No --input_dir: using the demo tree at %s", input_dir)
-  input_dir = listing.normalize_root(input_dir)
+  input_dir = fileio.absolute(input_dir)
+  output_dir = fileio.absolute(config.output_dir)
+  if fileio.is_within(output_dir, input_dir):
+    raise UsageError(
+        f"--output_dir {output_dir} is inside --input_dir {input_dir}: the next "
+        "run would list its files as a class; choose a folder outside it")
   found = listing.list_class_folders(input_dir)
   class_names = listing.resolve_classes(found, config.class_names)
-  output_dir = listing.normalize_root(config.output_dir)
-  commit.prepare_output(output_dir, config.overwrite)
   return assemble.RunPlan(input_dir=input_dir, output_dir=output_dir,
                           class_names=tuple(class_names))
 
@@ -141,21 +147,49 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     config, beam_args = parse_args(argv)
     plan = make_plan(config)
-  except (UsageError, listing.ListingError, commit.OutputError) as e:
-    print(f"exemplar: error: {e}", file=sys.stderr)
+    lock = commit.claim_output(plan.output_dir, config.overwrite)
+  except (UsageError, listing.ListingError) as e:
+    print(f"exemplar: error: {one_line(e)}", file=sys.stderr)
     return 2
+  except (commit.OutputError, commit.OutputLocked) as e:
+    # Library errors name the folder first; the command line names the flag.
+    print(f"exemplar: error: --output_dir {one_line(e)}", file=sys.stderr)
+    return 2
+  try:
+    return run_and_report(config, plan, beam_args)
+  finally:
+    lock.release()
+
+
+def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
+                   beam_args: Sequence[str]) -> int:
+  """Runs the job on a claimed output folder; prints the report; the exit code."""
   _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
                config.samples_per_class, len(plan.class_names), plan.input_dir)
   started = time.monotonic()
   try:
     outcome = run(config, plan, beam_args)
   except Exception as e:  # noqa: BLE001 - one line for people, the rest in a file
-    print(f"exemplar: error: the job failed: {first_line(e)} "
-          f"(traceback in {failure_log(e)}; {plan.output_dir} holds no finished "
-          "dataset)", file=sys.stderr)
-    return 1
+    if commit.committed_run(plan.output_dir) == plan.run_id:
+      # The dataset was committed (_SUCCESS written) before the failure: it
+      # is complete, and the job did its work.
+      _LOGGER.warning("The dataset is complete, but the job then failed: %s",
+                      first_line(e))
+      outcome = RunOutcome("DONE", {}, read_summary(plan.output_dir))
+    else:
+      earlier = ("the earlier dataset there is unchanged"
+                 if commit.is_finished(plan.output_dir) else "it holds no finished dataset")
+      print(f"exemplar: error: the job failed: {first_line(e)} "
+            f"(traceback in {failure_log(e)}; {plan.output_dir}: {earlier})",
+            file=sys.stderr)
+      return 1
   print(report(outcome, plan.output_dir, time.monotonic() - started))
   return 0
+
+
+def one_line(error: BaseException) -> str:
+  """An error's message on one line (names may hold line breaks)."""
+  return " ".join(str(error).split("\n"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ elements are `(image uint8 [H, W, C], label int64)`, batched when
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -24,12 +24,10 @@ def _read_text(path: str) -> str:
     return f.read().decode("utf-8")
 
 
-def shard_paths(output_dir: str) -> List[str]:
-  """The dataset's shard files, in shard order."""
-  from transforms.writing import DATASET_NAME, SPLIT
-  pattern = FileSystems.join(output_dir, f"{DATASET_NAME}-{SPLIT}.tfrecord-*-of-*")
-  matches = FileSystems.match([pattern])[0].metadata_list
-  return sorted(m.path for m in matches)
+def shard_paths(output_dir: str, summary: Dict) -> List[str]:
+  """The dataset's shard files, in shard order, by the exact names its
+  summary lists (never a glob: the folder's name may hold '[' or '?')."""
+  return [FileSystems.join(output_dir, shard["file"]) for shard in summary["shards"]]
 
 
 def load_dataset(output_dir: str, batch_size: Optional[int] = None,
@@ -62,7 +60,7 @@ def load_dataset(output_dir: str, batch_size: Optional[int] = None,
     image.set_shape((height, width, channels))
     return image, features["label"]
 
-  paths = shard_paths(output_dir)
+  paths = shard_paths(output_dir, summary)
   dataset = tf.data.TFRecordDataset(paths)
   if shuffle:
     dataset = dataset.shuffle(1024, seed=seed)

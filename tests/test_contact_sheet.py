@@ -109,8 +109,6 @@ def test_a_thousand_classes_make_ten_readable_pages_in_label_order():
   assert cs.page_file_names(10)[:2] == ["contact_sheet.png", "contact_sheet-002.png"]
   assert cs.page_file_names(10)[-1] == "contact_sheet-010.png"
   assert cs.page_file_names(1, "out.png") == ["out.png"]
-  assert cs.is_extra_page("contact_sheet-002.png")
-  assert not cs.is_extra_page("contact_sheet-x.png")
 
 
 def test_grayscale_transparent_tiny_large_and_broken_images_render_sanely():

@@ -22,6 +22,7 @@ from tests.conftest import make_tree, run_cli
 
 EXEMPLAR = os.path.join(os.path.dirname(sys.executable), "exemplar")
 STAGING = ".exemplar-staging"
+LOCK = ".exemplar-lock"
 SHARD_PREFIX = "exemplar-train.tfrecord-"
 # Many shards (most of them empty) make the commit move ~400 files, a window
 # of some 50-200 ms that the watcher below reliably sees.
@@ -145,7 +146,8 @@ def test_kill_while_writing_shards_then_rerun(tree, reference, tmp_path):
   # Killed mid-write: staged pieces exist, nothing is in the output folder.
   assert os.path.isdir(staging)
   assert any(SHARD_PREFIX in name for name in listdir(staging))
-  assert shard_names(out) == [] and sorted(listdir(out)) == [STAGING]
+  # The kill left the lock (taken over by the next run) and the staging folder.
+  assert shard_names(out) == [] and sorted(listdir(out)) == [LOCK, STAGING]
   assert_not_finished(out)
 
   # The folder is unfinished, so no --overwrite is needed.

@@ -9,7 +9,7 @@ count) and nothing else does.
 from __future__ import annotations
 
 import csv
-import fnmatch
+import json
 import os
 import subprocess
 import sys
@@ -198,8 +198,9 @@ def test_finished_dataset_is_refused_then_replaced_with_overwrite(tmp_path, tree
 
 
 def test_unfinished_folder_is_accepted_without_overwrite(tmp_path, tree, capsys):
-  """A folder without _SUCCESS (a run that died) holds no finished dataset:
-  a new run needs no --overwrite, and replaces the leftovers."""
+  """A folder without _SUCCESS (a run that died in its commit) holds no
+  finished dataset: a new run needs no --overwrite, and replaces the
+  leftovers, which the dying commit had put on the files record."""
   out = str(tmp_path / "out")
   os.makedirs(os.path.join(out, ".exemplar-staging", "transform"))
   leftovers = ["exemplar-train.tfrecord-00004-of-00009", "manifest.csv",
@@ -208,6 +209,9 @@ def test_unfinished_folder_is_accepted_without_overwrite(tmp_path, tree, capsys)
   for relative in leftovers:
     with open(os.path.join(out, relative), "wb") as f:
       f.write(b"half written")
+  with open(os.path.join(out, "exemplar_files.json"), "w") as f:
+    json.dump({"format": 1, "run_id": "killed", "files": {
+        "exemplar-train.tfrecord-00004-of-00009": -1, "manifest.csv": -1}}, f)
   code, _, err = run_main(["--input_dir", tree, "--output_dir", out,
                            "--num_shards", "2"] + SMALL, capsys)
   assert code == 0, err
@@ -228,12 +232,16 @@ def test_successful_run_leaves_no_scratch(tmp_path, tree, capsys):
   assert [n for n in names if not n.startswith("contact_sheet")] == sorted(
       ["_SUCCESS", "class_names.txt", "dataset_info.json", "errors.csv", "features.json",
        "label.labels.txt", "manifest.csv", "summary.json", "summary.txt", "transform",
+       "exemplar_files.json",
        "exemplar-train.tfrecord-00000-of-00002", "exemplar-train.tfrecord-00001-of-00002"])
-  # Everything a run writes is known as the dataset's, so --overwrite removes it.
-  from transforms import commit
-  for name in names:
-    assert name in commit.TREE_NAMES or any(
-        fnmatch.fnmatchcase(name, p) for p in commit.DATASET_PATTERNS), name
+  # Every file a run writes is on its files record, with its size, so
+  # --overwrite removes exactly these.
+  record = json.load(open(os.path.join(out, "exemplar_files.json")))["files"]
+  written = {os.path.relpath(os.path.join(d, n), out): os.path.getsize(os.path.join(d, n))
+             for d, _, files in os.walk(out) for n in files}
+  assert written.pop("_SUCCESS") == 0
+  written.pop("exemplar_files.json")
+  assert record == written
   # _SUCCESS is the newest file: written after everything else was in place.
   newest = max((os.stat(os.path.join(d, n)).st_mtime_ns, n)
                for d, _, names in os.walk(out) for n in names)

@@ -1,81 +1,198 @@
-"""The output folder's life cycle: check it, stage into it, commit atomically.
+"""The output folder's life cycle: claim it, stage into it, commit atomically.
+
+A run first claims the folder (`claim_output`): it takes the folder's lock
+(transforms/lock.py), refuses a finished dataset unless told to overwrite it,
+refuses files of the user's that the run would replace, and removes what an
+unfinished earlier run of exemplar left in the staging folder.
 
 Every file a run writes goes first to `<output_dir>/.exemplar-staging/`. Only
-when everything is written does the commit step move the dataset into
-`<output_dir>`:
+when everything is written does the commit move the dataset into place:
   1. remove `_SUCCESS` (from here on the folder reads as unfinished),
-  2. remove the old dataset's files (every old shard, whatever its count,
-     the metadata, the TFT graph, contact sheets),
-  3. move the new files in, `dataset_info.json` (what TFDS looks for) last,
-  4. write `_SUCCESS`, then remove the staging folder.
-A run that dies at any point leaves no `_SUCCESS`, so nothing reads as a
-finished dataset (`load_dataset` refuses it; TFDS finds no dataset_info.json
-until step 3 is nearly done). The next run removes the stale staging folder.
-Each step is idempotent, so a retried commit finishes the same way.
+  2. record the union of the old dataset's files and the new ones in
+     `exemplar_files.json`, so every exemplar file in the folder is on record
+     at every moment, whatever step a crash stops at,
+  3. remove the old dataset's files that the new one does not replace,
+  4. move the new files in, `dataset_info.json` (what TFDS looks for) last,
+  5. record exactly the new files (with their sizes and the run's id),
+  6. write `_SUCCESS`, then remove the staging folder.
+Only files on record are ever removed, each by its exact name: never by
+pattern, never outside the output folder, so files of the user's in the folder
+(also inside `transform/`) survive. A run that dies at any point before step 6
+leaves no `_SUCCESS`, so nothing reads as a finished dataset, and the next
+run's commit removes what it left. Each step is idempotent, so a retried
+commit finishes the same way.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import json
 import logging
 import os
 import uuid
-from typing import List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import listing
+from transforms import fileio
+from transforms.lock import OutputLock, OutputLocked
+from transforms.names import (FILES_RECORD, FIXED_FILES, LOCK_FILE, STAGING_DIR,
+                              SUCCESS_MARKER, SUMMARY_JSON, TFDS_INFO, TRANSFORM_DIR,
+                              TRANSFORM_SUBDIRS)
 
-STAGING_DIR = ".exemplar-staging"
-SUCCESS_MARKER = "_SUCCESS"
-TFDS_INFO = "dataset_info.json"
-# What an exemplar dataset consists of; only these are ever removed.
-DATASET_PATTERNS = (
-    "exemplar-train.tfrecord-*-of-*", "class_names.txt", "manifest.csv",
-    "errors.csv", "summary.json", "summary.txt", "dataset_info.json",
-    "features.json", "*.labels.txt", "contact_sheet*.png", SUCCESS_MARKER,
-)
-TREE_NAMES = ("transform",)  # folders of the dataset, moved as a whole
+RECORD_FORMAT = 1
 
 _LOGGER = logging.getLogger(__name__)
 
+__all__ = ["OutputError", "OutputLocked", "claim_output", "commit", "is_finished",
+           "own_files", "staging_dir"]
+
 
 class OutputError(ValueError):
-  """The output folder cannot be used (holds a finished dataset, unwritable)."""
+  """The output folder cannot be used (holds a finished dataset or files of
+  the user's that a run would replace, cannot be written)."""
 
 
 def staging_dir(output_dir: str) -> str:
   return FileSystems.join(output_dir, STAGING_DIR)
 
 
+def _path(output_dir: str, relative: str) -> str:
+  return FileSystems.join(output_dir, *relative.split("/"))
+
+
 def is_finished(output_dir: str) -> bool:
-  return FileSystems.exists(FileSystems.join(output_dir, SUCCESS_MARKER))
+  """Whether `output_dir` holds a finished exemplar dataset."""
+  return (fileio.exists(_path(output_dir, SUCCESS_MARKER))
+          and (fileio.exists(_path(output_dir, FILES_RECORD))
+               or fileio.exists(_path(output_dir, SUMMARY_JSON))))
 
 
-def prepare_output(output_dir: str, overwrite: bool) -> None:
-  """Before a run: refuse a finished dataset, check writability, clean up.
-
-  Raises OutputError with a one-line reason. Touches nothing of a finished
-  dataset unless `overwrite` (and even then only at commit time).
-  """
-  if is_finished(output_dir) and not overwrite:
-    raise OutputError(
-        f"--output_dir {output_dir} already holds a finished dataset; "
-        "pass --overwrite to replace it")
+def read_record(output_dir: str) -> Optional[Dict]:
+  """The dataset's `exemplar_files.json`, or None when there is none."""
+  path = _path(output_dir, FILES_RECORD)
+  if not fileio.exists(path):
+    return None
   try:
-    if not FileSystems.exists(output_dir):
+    with FileSystems.open(path) as f:
+      record = json.loads(f.read().decode("utf-8"))
+    if not isinstance(record.get("files"), dict):
+      raise ValueError("no 'files' mapping")
+    return record
+  except (ValueError, AttributeError) as e:
+    raise OutputError(f"{path} is damaged ({e}); move the folder's files "
+                      "elsewhere or choose another output folder") from e
+
+
+def _is_own_relative(relative: str) -> bool:
+  """A recorded path that can only name a file inside the output folder."""
+  parts = relative.split("/")
+  return (bool(relative) and not relative.startswith("/") and ":" not in parts[0]
+          and all(part not in ("", ".", "..") for part in parts)
+          and parts[0] not in (STAGING_DIR, FILES_RECORD, LOCK_FILE))
+
+
+def own_files(output_dir: str) -> List[str]:
+  """The relative paths of the files exemplar wrote in `output_dir` (sorted).
+
+  From `exemplar_files.json`; a dataset written before that record existed
+  is recognised by its `summary.json`, and its files are the ones every run
+  writes, the shards that summary lists and the TFT graph's folders.
+  """
+  record = read_record(output_dir)
+  if record is not None:
+    names = set(record["files"])
+  elif is_finished(output_dir):
+    names = set(_legacy_files(output_dir))
+  else:
+    names = set()
+  if fileio.exists(_path(output_dir, SUCCESS_MARKER)) and (record or names):
+    names.add(SUCCESS_MARKER)
+  return sorted(n for n in names if _is_own_relative(n))
+
+
+def _legacy_files(output_dir: str) -> List[str]:
+  with FileSystems.open(_path(output_dir, SUMMARY_JSON)) as f:
+    summary = json.loads(f.read().decode("utf-8"))
+  names = list(FIXED_FILES) + [shard["file"] for shard in summary.get("shards", [])]
+  for sub in TRANSFORM_SUBDIRS:
+    folder = _path(output_dir, f"{TRANSFORM_DIR}/{sub}")
+    names.extend(_relative(output_dir, p) for p in fileio.files_under(folder))
+  return [n for n in names if "/" in n or fileio.exists(_path(output_dir, n))]
+
+
+def _relative(output_dir: str, path: str) -> str:
+  relative = path[len(output_dir.rstrip("/")) + 1:]
+  return relative.replace("\\", "/")
+
+
+def foreign_files(output_dir: str, relatives: Iterable[str],
+                  own: Sequence[str]) -> List[str]:
+  """Those of `relatives` that exist in `output_dir` and exemplar did not write."""
+  own_set = set(own)
+  return sorted(r for r in set(relatives)
+                if r not in own_set and fileio.exists(_path(output_dir, r)))
+
+
+def _files_a_run_writes(output_dir: str) -> List[str]:
+  """The names a run is sure to write (shard names depend on the run)."""
+  names = list(FIXED_FILES) + [SUCCESS_MARKER]  # the record is checked by read_record
+  for sub in TRANSFORM_SUBDIRS:
+    folder = _path(output_dir, f"{TRANSFORM_DIR}/{sub}")
+    names.extend(_relative(output_dir, p) for p in fileio.files_under(folder))
+  return names
+
+
+def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
+  """Before a run: lock the folder, check it, clean up after a killed run.
+
+  Returns the held lock (release it when the run has ended). Raises
+  OutputLocked when another run holds the folder, and OutputError (one-line
+  reason) when it holds a finished dataset and not `overwrite`, holds files
+  of the user's under names the run writes, or cannot be written. Nothing of
+  a finished dataset is touched here (only at commit time).
+  """
+  try:
+    if fileio.is_local(output_dir) and not fileio.exists(output_dir):
       FileSystems.mkdirs(output_dir)
+  except Exception as e:  # noqa: BLE001 - any file system's refusal
+    raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
+  try:
+    lock = OutputLock(output_dir)
+    lock.acquire()
+  except OutputLocked:
+    raise
+  except Exception as e:  # noqa: BLE001 - the lock file cannot be created
+    raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
+  try:
+    _check_output(output_dir, overwrite)
+  except BaseException:
+    lock.release()
+    raise
+  return lock
+
+
+def _check_output(output_dir: str, overwrite: bool) -> None:
+  if is_finished(output_dir) and not overwrite:
+    raise OutputError(f"{output_dir} already holds a finished dataset; "
+                      "pass overwrite (--overwrite) to replace it")
+  own = own_files(output_dir)
+  foreign = foreign_files(output_dir, _files_a_run_writes(output_dir), own)
+  if foreign:
+    raise OutputError(
+        f"{output_dir} holds files exemplar did not write under names a run "
+        f"writes: {', '.join(foreign[:5])}" + (" ..." if len(foreign) > 5 else "")
+        + "; move them or choose another output folder")
+  try:
     probe = FileSystems.join(output_dir, f".exemplar-write-test-{uuid.uuid4().hex}")
     with FileSystems.create(probe) as f:
       f.write(b"ok")
-    FileSystems.delete([probe])
+    fileio.remove([probe])
   except Exception as e:  # noqa: BLE001 - any file system's refusal
-    raise OutputError(
-        f"--output_dir {output_dir} cannot be written: {_first_line(e)}") from e
+    raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
   staging = staging_dir(output_dir)
-  if files_under(staging):
+  if fileio.files_under(staging):
     _LOGGER.info("Removing %s left by an unfinished earlier run", staging)
-    remove_tree(staging)
+    fileio.remove_tree(staging)
 
 
 def _first_line(error: BaseException) -> str:
@@ -83,82 +200,73 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def remove_tree(folder: str) -> None:
-  """Deletes a folder and everything below it, on any file system.
+def _write_record(output_dir: str, files: Dict[str, int], run_id: str) -> None:
+  from transforms.writing import write_file_atomically
+  record = {"format": RECORD_FORMAT, "run_id": run_id,
+            "files": dict(sorted(files.items()))}
+  write_file_atomically(_path(output_dir, FILES_RECORD),
+                        [json.dumps(record, indent=1, sort_keys=True).encode("utf-8")])
 
-  Object stores have no folders, only names with a common prefix, so there
-  each object below it is deleted.
+
+def _move(source: str, destination: str) -> None:
+  parent = FileSystems.split(destination)[0]
+  if fileio.is_local(parent):
+    os.makedirs(parent, exist_ok=True)
+  FileSystems.rename([source], [destination])
+
+
+def commit(output_dir: str, run_id: str) -> None:
+  """Moves the staged dataset into `output_dir` (see the module docstring).
+
+  Raises OutputError, touching nothing, when a staged file would replace a
+  file in the folder that exemplar did not write.
   """
-  if listing.is_local(folder):
-    if os.path.exists(folder):
-      FileSystems.delete([folder])
-    return
-  paths = files_under(folder)
-  if paths:
-    FileSystems.delete(paths)
-
-
-def files_under(folder: str) -> List[str]:
-  """Every file below `folder`, on any file system ([] if there is none)."""
-  if listing.is_local(folder):
-    found = []
-    for root, _, files in os.walk(folder):
-      found.extend(os.path.join(root, name) for name in files)
-    return sorted(found)
-  result = FileSystems.match([folder.rstrip("/") + "/**"])[0]
-  return sorted(m.path for m in result.metadata_list)
-
-
-def dataset_files(output_dir: str) -> List[str]:
-  """The files of an exemplar dataset in `output_dir` (not staging, not others)."""
-  paths = []
-  for path in files_under(output_dir):
-    relative = path[len(output_dir.rstrip("/")) + 1:]
-    top = relative.split("/", 1)[0]
-    if top == STAGING_DIR:
-      continue
-    if "/" in relative:
-      if top in TREE_NAMES:
-        paths.append(path)
-    elif any(fnmatch.fnmatchcase(relative, p) for p in DATASET_PATTERNS):
-      paths.append(path)
-  return paths
-
-
-def _move(sources: Sequence[str], destinations: Sequence[str]) -> None:
-  if not sources:
-    return
-  parents = {FileSystems.split(d)[0] for d in destinations}
-  for parent in sorted(parents):
-    if listing.is_local(parent):
-      os.makedirs(parent, exist_ok=True)
-  FileSystems.rename(list(sources), list(destinations))
-
-
-def commit(output_dir: str) -> None:
-  """Moves the staged dataset into `output_dir` (see the module docstring)."""
   staging = staging_dir(output_dir)
-  staged = files_under(staging)
   # Hidden entries are scratch (TFT's temp dir, half-written .tmp- files).
-  staged = [p for p in staged
-            if not any(part.startswith(".")
-                       for part in p[len(staging.rstrip("/")) + 1:].split("/"))]
-  marker = FileSystems.join(output_dir, SUCCESS_MARKER)
-  if FileSystems.exists(marker):
-    FileSystems.delete([marker])
-  if staged:  # on a retry after the move, the old files are already gone
-    old = set(dataset_files(output_dir))
-    if old:
-      _LOGGER.info("Replacing the %d files of the earlier dataset", len(old))
-      FileSystems.delete(sorted(old))
-  relative = [p[len(staging.rstrip("/")) + 1:] for p in staged]
-  moves = sorted(zip(relative, staged),
-                 key=lambda rs: (rs[0] in (TFDS_INFO, SUCCESS_MARKER), rs[0]))
-  for rel, source in moves:
-    if rel == SUCCESS_MARKER:
-      continue
-    _move([source], [FileSystems.join(output_dir, *rel.split("/"))])
-  with FileSystems.create(marker) as f:
+  staged = {_relative(staging, path): size
+            for path, size in fileio.sizes_under(staging).items()}
+  staged = {rel: size for rel, size in staged.items()
+            if not any(part.startswith(".") for part in rel.split("/"))
+            and rel != SUCCESS_MARKER}
+  record = read_record(output_dir)
+  if staged:
+    old = own_files(output_dir)
+    foreign = foreign_files(output_dir, staged, old)
+    if foreign:
+      raise OutputError(
+          f"{output_dir} holds files exemplar did not write under names this "
+          f"run writes: {', '.join(foreign[:5])}; nothing was changed")
+    fileio.remove([_path(output_dir, SUCCESS_MARKER)])
+    pending = {rel: -1 for rel in old if rel != SUCCESS_MARKER}
+    pending.update(staged)
+    _write_record(output_dir, pending, run_id)
+    # The old dataset_info.json goes first, as TFDS would read it as finished.
+    stale = sorted((set(old) - set(staged) | {TFDS_INFO} & set(old)) - {SUCCESS_MARKER})
+    if stale:
+      _LOGGER.info("Replacing the %d files of the earlier dataset", len(stale))
+      fileio.remove(_path(output_dir, rel) for rel in stale)
+    for rel in sorted(staged, key=lambda r: (r == TFDS_INFO, r)):
+      _move(_path(staging, rel), _path(output_dir, rel))
+    _write_record(output_dir, staged, run_id)
+  elif record is None or record.get("run_id") != run_id:
+    raise OutputError(f"{staging} holds nothing to commit")
+  # else: a retry after the moves; the record already lists the new files.
+  with FileSystems.create(_path(output_dir, SUCCESS_MARKER)) as f:
     f.write(b"")
-  remove_tree(staging)
+  try:
+    fileio.remove_tree(staging)
+  except Exception as e:  # noqa: BLE001 - the dataset is complete all the same
+    _LOGGER.warning("The dataset is complete, but %s could not be removed: %s",
+                    staging, _first_line(e))
+
+
+def committed_run(output_dir: str) -> Optional[str]:
+  """The run id of the finished dataset in `output_dir`, if any."""
+  if not is_finished(output_dir):
+    return None
+  try:
+    record = read_record(output_dir)
+  except OutputError:
+    return None
+  return None if record is None else record.get("run_id")
 

@@ -34,7 +34,6 @@ import functools
 import io
 import math
 import os
-import re
 import unicodedata
 from typing import (Dict, Iterable, Iterator, List, NamedTuple, Optional,
                     Sequence, Tuple, Union)
@@ -43,7 +42,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-SHEET_FILE = "contact_sheet.png"
+from transforms.names import SHEET_FILE
+
 DEFAULT_CELL_SIZE = 128
 DEFAULT_MAX_COLUMNS = 10
 DEFAULT_ROWS_PER_PAGE = 10
@@ -302,13 +302,6 @@ def page_file_names(num_pages: int, first: str = SHEET_FILE) -> List[str]:
   return [stem + ext] + [f"{stem}-{i:0{width}d}{ext}" for i in range(2, num_pages + 1)]
 
 
-def is_extra_page(name: str, first: str = SHEET_FILE) -> bool:
-  """Whether `name` is a second-or-later page of the sheet named `first`."""
-  stem, ext = os.path.splitext(first)
-  ext = ext or ".png"
-  return re.fullmatch(re.escape(stem) + r"-\d{3,}" + re.escape(ext), name) is not None
-
-
 # --- rendering --------------------------------------------------------------
 
 
@@ -447,8 +440,9 @@ def cap_note(shown: int, total: int, max_per_class: int, max_cells: int) -> Opti
 
 def write_pages(output_dir: str, pages: Sequence[bytes],
                 first: str = SHEET_FILE) -> List[str]:
-  """Writes the pages atomically and removes pages left by an older, longer
-  sheet; returns the paths written."""
+  """Writes the pages atomically; returns the paths written. Pages of an
+  older, longer sheet at the same place are left alone: only files exemplar
+  knows it wrote are ever removed (a dataset's are on its files record)."""
   from transforms.writing import write_file_atomically
   names = page_file_names(len(pages), first)
   paths = []
@@ -456,13 +450,6 @@ def write_pages(output_dir: str, pages: Sequence[bytes],
     path = FileSystems.join(output_dir, name)
     write_file_atomically(path, [data])
     paths.append(path)
-  stem, ext = os.path.splitext(first)
-  pattern = FileSystems.join(output_dir, f"{stem}-*{ext or '.png'}")
-  stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list
-           if is_extra_page(FileSystems.split(m.path)[1], first)
-           and FileSystems.split(m.path)[1] not in names]
-  if stale:
-    FileSystems.delete(stale)
   return paths
 
 

@@ -27,16 +27,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import commit
-from transforms.commit import SUCCESS_MARKER  # noqa: F401 - readers import it here
 from transforms.decoding import DecodeFailure, ImageSettings
-from transforms.writing import (DATASET_NAME, SPLIT, ManifestRow, ShardInfo,
-                                shard_file_name, write_file_atomically)
-
-CLASS_NAMES_FILE = "class_names.txt"
-MANIFEST_FILE = "manifest.csv"
-ERRORS_FILE = "errors.csv"
-SUMMARY_JSON = "summary.json"
-SUMMARY_TEXT = "summary.txt"
+from transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
+    CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT, SUCCESS_MARKER,
+    SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
+from transforms.writing import ManifestRow, ShardInfo, write_file_atomically
 
 MANIFEST_COLUMNS = list(ManifestRow._fields)
 ERROR_COLUMNS = ["class_name", "relative_path", "source_path", "reason"]
@@ -202,8 +197,9 @@ class FinalizeDataset(beam.DoFn):
 
   def __init__(self, staging_dir: str, output_dir: str,
                class_names: Sequence[str], settings: ImageSettings,
-               samples_per_class, config: Dict):
+               samples_per_class, config: Dict, run_id: str):
     self._staging_dir = staging_dir
+    self._run_id = run_id
     self._final_dir = output_dir
     self._class_names = list(class_names)
     self._settings = settings
@@ -232,7 +228,7 @@ class FinalizeDataset(beam.DoFn):
         [s.num_examples for s in shards], sum(s.num_bytes for s in shards))
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    commit.commit(self._final_dir)
+    commit.commit(self._final_dir, self._run_id)
     yield summary
 
   def _write(self, name: str, text: str) -> None:

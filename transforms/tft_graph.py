@@ -31,8 +31,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.decoding import ImageSettings, decode_and_resize
+from transforms.names import TRANSFORM_DIR  # transform_fn/, transformed_metadata/, ...
 
-TRANSFORM_DIR = "transform"  # transform_fn/, transformed_metadata/, metadata/
 RAW_METADATA_DIR = "metadata"  # the raw feature spec, for TFTransformOutput
 
 

@@ -25,20 +25,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from transforms import contact_sheet, decoding, progress
+from transforms import contact_sheet, decoding, fileio, progress
 from transforms.decoding import FAILURES_TAG, DecodedImage, DecodeTask, ImageSettings
+from transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
 
-DATASET_NAME = "exemplar"
-SPLIT = "train"
 # Keep a shard near this size; TFDS recommends 100-200 MB.
 TARGET_SHARD_BYTES = 128 << 20
 # A rough stored size per pixel byte, for sizing shards before decoding.
 _COMPRESSION_ESTIMATE = {"png": 0.6, "jpeg": 0.15}
-
-
-def shard_file_name(index: int, num_shards: int) -> str:
-  """TFDS's default file name template for a shard."""
-  return f"{DATASET_NAME}-{SPLIT}.tfrecord-{index:05d}-of-{num_shards:05d}"
 
 
 def auto_num_shards(num_images: int, settings: ImageSettings) -> int:
@@ -135,8 +129,7 @@ def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:
         written += len(chunk)
     FileSystems.rename([temp_path], [path])
   except BaseException:
-    if FileSystems.exists(temp_path):
-      FileSystems.delete([temp_path])
+    fileio.remove([temp_path])
     raise
   return written
 

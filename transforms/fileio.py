@@ -1,0 +1,144 @@
+"""Literal file operations on any Beam file system.
+
+Beam's `FileSystems.match` takes glob patterns, and `FileSystems.delete`
+matches its arguments as patterns too (local disk and gs:// alike), so a path
+holding '*', '?' or '[' names other files, or none: `out[1]` matches nothing,
+`x/?out` matches its sibling `x/aout`. exemplar never hands a user's path to
+them. These functions name files exactly: local disk through `os`, gs://
+through the job's GCS client (the one GcsIO builds, with its credentials and
+retries), and any other Beam file system through its own API with every glob
+character escaped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Dict, Iterable, List
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
+
+_GLOB_CHARACTERS = "*?["
+
+
+def is_local(path: str) -> bool:
+  return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def is_gcs(path: str) -> bool:
+  return FileSystems.get_scheme(path) == "gs"
+
+
+def escape_glob(path: str) -> str:
+  """`path` as a Beam/fnmatch pattern that matches only itself."""
+  return "".join(f"[{c}]" if c in _GLOB_CHARACTERS else c for c in path)
+
+
+def gcs_client_and_name(path: str):
+  """(the job's google.cloud.storage client, bucket name, object name)."""
+  from apache_beam.io.gcp import gcsio
+  bucket, name = gcsio.parse_gcs_path(path, object_optional=True)
+  return FileSystems.get_filesystem(path)._gcsIO().client, bucket, name
+
+
+def exists(path: str) -> bool:
+  """Whether a file exists at exactly `path` (Beam's exists is literal)."""
+  return FileSystems.exists(path)
+
+
+def remove(paths: Iterable[str]) -> None:
+  """Deletes exactly these files; one that is already gone is no error."""
+  for path in paths:
+    if is_local(path):
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
+    elif is_gcs(path):
+      from google.api_core import exceptions
+      client, bucket, name = gcs_client_and_name(path)
+      try:
+        client.bucket(bucket).blob(name).delete()
+      except exceptions.NotFound:
+        pass
+    elif FileSystems.exists(path):
+      FileSystems.delete([escape_glob(path)])
+
+
+def sizes_under(folder: str) -> Dict[str, int]:
+  """{path: size in bytes} of every file below `folder`, any depth ({} if
+  there is none). Local links are not followed into folders."""
+  folder = folder.rstrip("/")
+  found: Dict[str, int] = {}
+  if is_local(folder):
+    for root, dirs, files in os.walk(folder):
+      for name in files:
+        path = os.path.join(root, name)
+        try:
+          found[path] = os.lstat(path).st_size
+        except FileNotFoundError:
+          pass
+    return found
+  if is_gcs(folder):
+    client, bucket, name = gcs_client_and_name(folder + "/")
+    for blob in client.list_blobs(bucket, prefix=name, fields="items(name,size),nextPageToken"):
+      if not blob.name.endswith("/"):  # a 'folder' placeholder object
+        found[f"gs://{bucket}/{blob.name}"] = int(blob.size or 0)
+    return found
+  prefix = folder + "/"
+  for metadata in FileSystems.match([escape_glob(prefix) + "**"])[0].metadata_list:
+    if metadata.path.startswith(prefix):
+      found[metadata.path] = metadata.size_in_bytes
+  return found
+
+
+def files_under(folder: str) -> List[str]:
+  """Every file below `folder`, sorted ([] if there is none)."""
+  return sorted(sizes_under(folder))
+
+
+def remove_tree(folder: str) -> None:
+  """Deletes `folder` and everything below it. Object stores have no folders,
+  only names with a common prefix: there every object below it is deleted."""
+  if is_local(folder):
+    if os.path.isdir(folder):
+      shutil.rmtree(folder)
+    return
+  remove(files_under(folder))
+
+
+def size(path: str) -> int:
+  """The size of the file at exactly `path`; FileNotFoundError if none."""
+  if is_local(path):
+    return os.stat(path).st_size
+  if is_gcs(path):
+    client, bucket, name = gcs_client_and_name(path)
+    blob = client.bucket(bucket).get_blob(name)
+    if blob is None:
+      raise FileNotFoundError(path)
+    return int(blob.size)
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(path)
+  return FileSystems.metadata(path).size_in_bytes
+
+
+def absolute(path: str) -> str:
+  """A local path made absolute (symbolic links kept), without a trailing
+  separator; any other URI without its trailing '/' (kept for 'gs://b/')."""
+  if is_local(path):
+    return os.path.abspath(os.path.expanduser(path))
+  stripped = path.rstrip("/")
+  return path if stripped.endswith(":") or stripped.endswith(":/") else stripped
+
+
+def is_within(path: str, root: str) -> bool:
+  """Whether `path` is `root` or lies below it (local paths compared with
+  their links resolved)."""
+  if is_local(path) != is_local(root):
+    return False
+  if is_local(path):
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+  path, root = path.rstrip("/"), root.rstrip("/")
+  return path == root or path.startswith(root + "/")

@@ -1,0 +1,259 @@
+"""One writer at a time per output folder: `<output_dir>/.exemplar-lock`.
+
+A run takes the lock before it touches anything in the folder and holds it
+until its commit is done, so two runs into one folder (a scheduled job that
+overlaps the previous one) never interleave: the second is refused with
+`OutputLocked`, naming the holder.
+
+  * Local disk: an exclusive `flock` on the lock file. The kernel drops it
+    when the holding process dies, so a lock left by a killed run is taken
+    over at once (the holder it names is logged).
+  * gs://: an object created with the precondition "only if absent"
+    (`ifGenerationMatch=0`) and deleted by its generation. A lock whose holder
+    ran on this host and whose process is gone, or that is older than
+    `STALE_AFTER_SECONDS`, was left by a killed run and is taken over.
+  * Other Beam file systems: no atomic create is known, so the lock is a plain
+    file, checked then written (a warning says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import fileio
+from transforms.names import LOCK_FILE
+
+# A gs:// lock older than this is taken for one left by a killed run.
+STALE_AFTER_SECONDS = 24 * 3600
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class OutputLocked(Exception):
+  """Another run holds the output folder's lock."""
+
+  def __init__(self, output_dir: str, holder: "Holder"):
+    super().__init__(f"{output_dir} is being written by another exemplar run "
+                     f"({holder.describe()}); wait for it to finish, or remove "
+                     f"{FileSystems.join(output_dir, LOCK_FILE)} if that run is gone")
+    self.output_dir = output_dir
+    self.holder = holder
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+  """Who holds a lock: written into the lock file as JSON."""
+  host: str
+  pid: int
+  started: str  # ISO 8601, UTC
+  token: str
+
+  @classmethod
+  def this_process(cls) -> "Holder":
+    return cls(socket.gethostname(), os.getpid(),
+               datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               uuid.uuid4().hex)
+
+  @classmethod
+  def parse(cls, data: bytes) -> "Holder":
+    try:
+      fields = json.loads(data.decode("utf-8"))
+      return cls(str(fields["host"]), int(fields["pid"]), str(fields["started"]),
+                 str(fields.get("token", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
+      return cls("unknown host", 0, "unknown time", "")
+
+  def to_bytes(self) -> bytes:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True).encode("utf-8")
+
+  def describe(self) -> str:
+    return f"host {self.host}, pid {self.pid}, started {self.started}"
+
+  def is_gone(self) -> bool:
+    """True when the holder ran on this host and its process has ended."""
+    if self.host != socket.gethostname() or self.pid <= 0:
+      return False
+    try:
+      os.kill(self.pid, 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False
+    return False
+
+  def age_seconds(self) -> Optional[float]:
+    try:
+      started = datetime.datetime.fromisoformat(self.started)
+    except ValueError:
+      return None
+    return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+
+
+class OutputLock:
+  """The lock of one output folder (the folder must exist).
+
+      with OutputLock(output_dir):
+        ...  # this process is the folder's only exemplar writer
+
+  `acquire` raises OutputLocked when another live run holds it.
+  """
+
+  def __init__(self, output_dir: str):
+    self.output_dir = output_dir
+    self.path = FileSystems.join(output_dir, LOCK_FILE)
+    self.holder = Holder.this_process()
+    self._fd: Optional[int] = None
+    self._generation: Optional[int] = None
+    self._held = False
+
+  def __enter__(self) -> "OutputLock":
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.release()
+
+  def acquire(self) -> None:
+    if self._held:
+      return
+    if fileio.is_local(self.path):
+      self._acquire_local()
+    elif fileio.is_gcs(self.path):
+      self._acquire_gcs()
+    else:
+      self._acquire_plain()
+    self._held = True
+
+  def release(self) -> None:
+    """Removes the lock file; a no-op when not held."""
+    if not self._held:
+      return
+    self._held = False
+    if self._fd is not None:
+      # Removed while still locked: a run that opened the old file sees that
+      # the path no longer names it and opens the new one (_acquire_local).
+      try:
+        os.remove(self.path)
+      finally:
+        os.close(self._fd)
+        self._fd = None
+    elif self._generation is not None:
+      from google.api_core import exceptions
+      client, bucket, name = fileio.gcs_client_and_name(self.path)
+      try:
+        client.bucket(bucket).blob(name).delete(if_generation_match=self._generation)
+      except (exceptions.NotFound, exceptions.PreconditionFailed):
+        pass  # taken over as stale: the new holder's lock stays
+      self._generation = None
+    else:
+      fileio.remove([self.path])
+
+  # --- local disk -----------------------------------------------------------
+
+  def _acquire_local(self) -> None:
+    import fcntl
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _wait_for_holder(fd)
+        os.close(fd)
+        raise OutputLocked(self.output_dir, holder) from None
+      try:
+        current = os.stat(self.path)
+        opened = os.fstat(fd)
+        same = (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev)
+      except FileNotFoundError:
+        same = False
+      if not same:  # released (and removed) between our open and flock
+        os.close(fd)
+        continue
+      left = _read_fd(fd)
+      if left.strip():
+        _LOGGER.info("Taking over the lock of %s left by a run that ended "
+                     "without releasing it (%s)", self.output_dir,
+                     Holder.parse(left).describe())
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, self.holder.to_bytes(), 0)
+      os.fsync(fd)
+      self._fd = fd
+      return
+
+  # --- gs:// ----------------------------------------------------------------
+
+  def _acquire_gcs(self) -> None:
+    from google.api_core import exceptions
+    client, bucket_name, name = fileio.gcs_client_and_name(self.path)
+    bucket = client.bucket(bucket_name)
+    for _ in range(5):
+      blob = bucket.blob(name)
+      try:
+        blob.upload_from_string(self.holder.to_bytes(), if_generation_match=0)
+        self._generation = blob.generation
+        return
+      except exceptions.PreconditionFailed:
+        pass
+      existing = bucket.get_blob(name)
+      if existing is None:
+        continue  # released meanwhile
+      try:
+        holder = Holder.parse(existing.download_as_bytes(
+            if_generation_match=existing.generation))
+      except (exceptions.NotFound, exceptions.PreconditionFailed):
+        continue
+      age = holder.age_seconds()
+      if not (holder.is_gone() or (age is not None and age > STALE_AFTER_SECONDS)):
+        raise OutputLocked(self.output_dir, holder)
+      _LOGGER.info("Taking over the lock of %s left by a run that ended without "
+                   "releasing it (%s)", self.output_dir, holder.describe())
+      try:
+        existing.delete(if_generation_match=existing.generation)
+      except (exceptions.NotFound, exceptions.PreconditionFailed):
+        pass  # someone else took it over first; try again
+    raise OutputLocked(self.output_dir, Holder("unknown host", 0, "unknown time", ""))
+
+  # --- other file systems ---------------------------------------------------
+
+  def _acquire_plain(self) -> None:
+    _LOGGER.warning("%s has no atomic create: the output lock is best effort",
+                    FileSystems.get_scheme(self.path))
+    if fileio.exists(self.path):
+      with FileSystems.open(self.path) as f:
+        holder = Holder.parse(f.read())
+      if not holder.is_gone():
+        raise OutputLocked(self.output_dir, holder)
+    with FileSystems.create(self.path) as f:
+      f.write(self.holder.to_bytes())
+
+
+def _wait_for_holder(fd: int, seconds: float = 2.0) -> Holder:
+  """The holder named in a locked file; the holder writes its name right
+  after it takes the lock, so an empty file is read again for a moment."""
+  deadline = time.monotonic() + seconds
+  while True:
+    data = _read_fd(fd)
+    if data.strip() or time.monotonic() > deadline:
+      return Holder.parse(data)
+    time.sleep(0.02)
+
+
+def _read_fd(fd: int) -> bytes:
+  chunks = []
+  offset = 0
+  while True:
+    chunk = os.pread(fd, 65536, offset)
+    if not chunk:
+      return b"".join(chunks)
+    chunks.append(chunk)
+    offset += len(chunk)
