@@ -12,7 +12,9 @@ subclass, so `--help` and option views work as in any Beam pipeline.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
@@ -96,7 +98,8 @@ def _add_exemplar_args(parser) -> None:
   add("--image_format", default="png",
       help="Stored encoding: png (lossless, default) or jpeg.")
   add("--class_names", default=None,
-      help="Comma-separated classes to keep, in label order (default: all, sorted).")
+      help='Comma-separated classes to keep, in label order (default: all, sorted); '
+           'one CSV record: quote a name holding a comma, as a,"b,c",d.')
   add("--num_shards", default=None,
       help="TFRecord shards to write (default: sized automatically).")
   add("--spares", default=str(DEFAULT_SPARES),
@@ -174,13 +177,53 @@ def _config_defaults(data: Dict[str, Any], parser) -> Tuple[Dict[str, Any], List
               f"config image_size must be a list of two integers [HEIGHT, WIDTH], got {value!r}")
         value = [str(v) for v in value]
       elif key == "class_names" and isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
+        value = _config_class_names(value)
       elif isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
       defaults[key] = value
     else:
       raise UsageError(f"config file has an unknown key: {key!r}")
   return defaults, beam_args
+
+
+def _config_class_names(items: Sequence[Any]) -> Tuple[str, ...]:
+  """The YAML list form of class_names: each item is one folder name, kept
+  exactly (commas and spaces included). Integers are taken as written
+  (`[0, 1]` for folders 0 and 1); YAML's other non-strings would be misread
+  ('yes' -> True, '1.50' -> 1.5, '010' -> 8) and must be quoted."""
+  names = []
+  for item in items:
+    if isinstance(item, bool) or not isinstance(item, (str, int)):
+      raise UsageError(
+          f"config class_names items must be folder names (strings); got {item!r}: "
+          "quote it")
+    names.append(str(item))
+  return tuple(names)
+
+
+# One item of a CSV record (after csv.reader has accepted the record): optional
+# spaces, then a quoted item (group 1) or an unquoted one, then ',' or the end.
+_CSV_ITEM = re.compile(r' *(?:"((?:[^"]|"")*)"|[^,]*)(?:,|\Z)', re.S)
+
+
+def parse_class_names(text: str) -> Tuple[str, ...]:
+  """--class_names on the command line: one CSV record, so a name holding a
+  comma is quoted (`a,"b,c",d` -> a | b,c | d). An unquoted item loses its
+  surrounding white space, a quoted one is kept exactly; empty items are
+  dropped."""
+  try:
+    rows = list(csv.reader([text], skipinitialspace=True, strict=True))
+  except csv.Error as e:
+    raise UsageError(
+        f"--class_names is not one comma-separated record ({e}): quote a name "
+        'holding a comma or quote as "b,c" (a quote inside is doubled: "a""b")'
+    ) from None
+  if len(rows) != 1:
+    raise UsageError("--class_names is not one comma-separated record")
+  quoted = [m.group(1) is not None for m in _CSV_ITEM.finditer(text)]
+  names = (item if is_quoted else item.strip()
+           for item, is_quoted in zip(rows[0], quoted))
+  return tuple(name for name in names if name)
 
 
 def _as_flags(mapping: Dict[str, Any]) -> List[str]:
@@ -306,8 +349,10 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
   if image_format == "jpeg" and color_mode == "rgba":
     raise UsageError("--image_format jpeg cannot store --color_mode rgba; use png")
   class_names = None
-  if args.class_names:
-    class_names = tuple(c.strip() for c in str(args.class_names).split(",") if c.strip())
+  if isinstance(args.class_names, tuple):  # a config file's list: kept exactly
+    class_names = args.class_names or None
+  elif args.class_names:
+    class_names = parse_class_names(str(args.class_names))
     if not class_names:
       raise UsageError("--class_names is empty")
   num_shards = (None if args.num_shards in (None, "", "auto")

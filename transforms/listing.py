@@ -4,7 +4,10 @@ Listing rules follow `tf.keras.utils.image_dataset_from_directory`:
   * classes are the first-level folders of the root, sorted as plain strings;
   * every file below a class folder belongs to it, however deeply nested;
   * only Keras's image extensions count (.bmp .gif .jpeg .jpg .png, any case);
-  * names starting with '.' (files or folders) are hidden and skipped.
+  * names starting with '.' (files or folders) are hidden and skipped, and so
+    are the folders operating systems, archivers and NAS boxes leave in trees
+    (`SYSTEM_FOLDERS`: '__MACOSX', '$RECYCLE.BIN', '@eaDir', ...), at every
+    depth; Keras lists both.
 Symbolic links to folders are not followed (as `os.walk` does by default), so a
 link loop cannot hang the listing.
 
@@ -30,14 +33,40 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 _LOGGER = logging.getLogger(__name__)
 
+# Folders that operating systems, archivers and NAS boxes put into folder
+# trees: never a class, never images of one. Skipped like hidden names, at
+# every depth, matched without regard to case (Windows and NAS shares are
+# case-insensitive: '$Recycle.Bin' on a system drive, '$RECYCLE.BIN' on others).
+SYSTEM_FOLDERS = frozenset({
+    "__MACOSX",                   # macOS Archive Utility / Finder zips: '._' resource forks
+    "$RECYCLE.BIN",               # Windows Recycle Bin (Vista and later), per drive
+    "RECYCLER",                   # Windows Recycle Bin (2000, XP)
+    "System Volume Information",  # Windows restore points and indexing, per drive
+    "lost+found",                 # ext2/3/4 fsck: orphaned files
+    "@eaDir",                     # Synology DSM thumbnails and metadata
+    "#recycle",                   # Synology shared-folder Recycle Bin
+    "#snapshot",                  # Synology snapshots, shown on SMB shares
+    "@Recycle",                   # QNAP Network Recycle Bin
+    "Network Trash Folder",       # macOS AFP shares
+    "Temporary Items",            # macOS AFP shares
+})
+_SYSTEM_FOLDERS_LOWER = frozenset(name.lower() for name in SYSTEM_FOLDERS)
+
 
 class ListingError(ValueError):
-  """The input tree cannot be listed (missing, empty, not a folder)."""
+  """The input tree cannot be listed (missing, empty, not a folder), or a
+  class it names cannot be stored intact (`class_name_problem`)."""
 
 
 def is_image_name(name: str) -> bool:
   """True for a visible file name with one of Keras's image extensions."""
   return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_skipped_folder(name: str) -> bool:
+  """True for a folder name the listing never enters: hidden ('.x') or one of
+  the `SYSTEM_FOLDERS`."""
+  return name.startswith(".") or name.lower() in _SYSTEM_FOLDERS_LOWER
 
 
 def normalize_root(root: str) -> str:
@@ -69,7 +98,7 @@ def list_class_folders(root: str) -> List[str]:
     with os.scandir(root) as entries:
       names = [
           e.name for e in entries
-          if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)
+          if not is_skipped_folder(e.name) and e.is_dir(follow_symlinks=True)
       ]
   else:
     names = _remote_class_folders(root)
@@ -105,7 +134,7 @@ def _remote_class_folders(root: str) -> List[str]:
           names.add(relative.split("/", 1)[0])
   except Exception as e:  # noqa: BLE001 - any store's refusal, in one line
     raise ListingError(f"--input_dir {root!r} cannot be listed: {e}") from e
-  return sorted(n for n in names if n and not n.startswith("."))
+  return sorted(n for n in names if n and not is_skipped_folder(n))
 
 
 def walk_class_folder(root: str, class_name: str,
@@ -141,11 +170,13 @@ def _scan_local(folder: str, relative_folder: str,
   The type checks are ordered so a plain file costs no system call: DirEntry
   answers is_file / is_dir / is_symlink from the directory listing itself, and
   is_file() only stats a link's target. The rules are those of the loop
-  this replaced: a visible entry that is a folder (not a link) is walked; one
+  this replaced: a visible entry that is a folder (not a link, not one of the
+  `SYSTEM_FOLDERS`) is walked; one
   with an image extension that is a file or a link to anything but a folder (a
   dangling one too, so decoding records it) is listed; links to folders are
   never followed, as in Keras's os.walk.
   """
+  system_folders = _SYSTEM_FOLDERS_LOWER  # looked up for folders only
   stack = [(folder, relative_folder)]
   while stack:
     path, relative = stack.pop()
@@ -175,7 +206,8 @@ def _scan_local(folder: str, relative_folder: str,
                   append = files.append
               elif entry.is_dir(follow_symlinks=False):  # a folder named x.jpg
                 stack.append((entry.path, prefix + name))
-            elif entry.is_dir() and not entry.is_symlink():
+            elif (entry.is_dir() and not entry.is_symlink()
+                  and name.lower() not in system_folders):
               stack.append((entry.path, prefix + name))
           except OSError as e:  # a vanished entry or an unreadable link
             _LOGGER.warning("Skipping %s: %s", entry.path, e)
@@ -207,10 +239,11 @@ def _walk_remote(root: str, class_name: str) -> Iterator[str]:
 
 def _is_visible_image(relative: str) -> bool:
   """Whether an object's path below the root ('class/sub/x.jpg') is an image
-  Keras would list: no hidden part, not a 'folder' object."""
+  Keras would list: no hidden part, not in one of the `SYSTEM_FOLDERS`, not a
+  'folder' object."""
   parts = relative.split("/")
-  return (parts[-1] != "" and not any(part.startswith(".") for part in parts)
-          and is_image_name(parts[-1]))
+  return (parts[-1] != "" and is_image_name(parts[-1])
+          and not any(is_skipped_folder(part) for part in parts[:-1]))
 
 
 def _gcs_location(root: str):
@@ -412,18 +445,52 @@ def class_of(relative_path: str) -> str:
 def resolve_classes(found: Sequence[str], requested: Sequence[str] | None) -> List[str]:
   """Applies `--class_names`: restricts and orders the classes, like Keras.
 
-  Raises ListingError naming the requested classes that do not exist.
+  Raises ListingError naming the requested classes that do not exist, or the
+  classes used whose names would not come back intact (`class_name_problem`).
   """
   if not requested:
-    return list(found)
-  missing = [c for c in requested if c not in set(found)]
-  if missing:
+    classes = list(found)
+  else:
+    missing = [c for c in requested if c not in set(found)]
+    if missing:
+      raise ListingError(
+          f"--class_names names folders that are not in --input_dir: {missing}; "
+          f"found: {list(found)[:20]}")
+    if len(set(requested)) != len(requested):
+      raise ListingError("--class_names lists a class twice")
+    classes = list(requested)
+  check_class_names(classes)
+  return classes
+
+
+def class_name_problem(name: str) -> Optional[str]:
+  """Why a class name would not come back intact from the one-name-per-line
+  files (class_names.txt, read with str.splitlines; TFDS's label.labels.txt,
+  split on line breaks with each name stripped), or None if it would."""
+  if name.splitlines() != [name]:
+    return "holds a line break"  # '\n', '\r', '\v', '\f', '\x1c'-'\x1e', U+0085, U+2028, U+2029
+  if name != name.strip():
+    return "starts or ends with white space, which TFDS strips"
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:  # undecodable bytes in a local file name
+    return "is not valid UTF-8"
+  return None
+
+
+def check_class_names(classes: Sequence[str]) -> None:
+  """Raises ListingError naming (with repr, so a line break shows) each class
+  whose name would not come back intact, before any job starts."""
+  bad = [(name, problem) for name in classes
+         for problem in [class_name_problem(name)] if problem]
+  if bad:
+    shown = "; ".join(f"{name!r} {problem}" for name, problem in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
     raise ListingError(
-        f"--class_names names folders that are not in --input_dir: {missing}; "
-        f"found: {list(found)[:20]}")
-  if len(set(requested)) != len(requested):
-    raise ListingError("--class_names lists a class twice")
-  return list(requested)
+        f"class folder names that cannot be stored one per line in "
+        f"class_names.txt and TFDS's label.labels.txt: {shown}{more}; rename "
+        f"the folders, or leave them out with --class_names (the classes to "
+        f"keep, comma-separated)")
 
 
 def basename(path: str) -> str:
