@@ -449,3 +449,47 @@ def test_key_ranges_give_the_same_sample_as_one_listing(large_tree):
   ranges = result.metrics().query(
       MetricsFilter().with_name("key_ranges_split_off"))["counters"]
   assert sum(c.committed for c in ranges) >= 2  # "big" was listed in pieces
+
+
+def blobs_under(gcs, prefix: str) -> Dict[str, bytes]:
+  return {b.name[len(prefix):]: b.download_as_bytes()
+          for b in gcs.client().list_blobs(OUT_BUCKET, prefix=prefix)}
+
+
+@pytest.mark.slow
+def test_gcs_output_names_are_literal_and_user_objects_survive(gcs, trees):
+  """gs://.../x/?out[1] beside a finished gs://.../x/aout11: the run, its
+  --overwrite and the commit name only their own objects; objects of the
+  user's in the folder survive; a second writer is refused by the lock."""
+  from transforms import commit, lock
+  _, remote_tree = trees
+  sibling = f"gs://{OUT_BUCKET}/x/aout1"
+  out = f"gs://{OUT_BUCKET}/x/?out[1]"
+  assert run_cli(["--input_dir", remote_tree, "--output_dir", sibling, *FLAGS]) == 0
+  before = blobs_under(gcs, "x/aout1/")
+  bucket = gcs.client().bucket(OUT_BUCKET)
+  bucket.blob("x/?out[1]/transform/notes.txt").upload_from_string(b"mine")
+  bucket.blob("x/?out[1]/imagenet.labels.txt").upload_from_string(b"mine too")
+  assert run_cli(["--input_dir", remote_tree, "--output_dir", out, *FLAGS]) == 0
+  assert run_cli(["--input_dir", remote_tree, "--output_dir", out, "--overwrite",
+                  "--samples_per_class", "1", "--num_shards", "3",
+                  "--image_size", "20", "24"]) == 0
+  assert blobs_under(gcs, "x/aout1/") == before
+  mine = blobs_under(gcs, "x/?out[1]/")
+  assert mine["transform/notes.txt"] == b"mine"
+  assert mine["imagenet.labels.txt"] == b"mine too"
+  record = json.loads(mine["exemplar_files.json"])["files"]
+  assert set(mine) == set(record) | {"_SUCCESS", "exemplar_files.json",
+                                      "transform/notes.txt", "imagenet.labels.txt"}
+  assert sorted(n for n in mine if ".tfrecord-" in n) == [
+      f"exemplar-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+  # The lock: created only if absent; a live holder on this host is refused.
+  held = lock.OutputLock(out)
+  held.acquire()
+  try:
+    with pytest.raises(lock.OutputLocked, match=f"pid {os.getpid()},"):
+      commit.claim_output(out, overwrite=True)
+  finally:
+    held.release()
+  assert ".exemplar-lock" not in blobs_under(gcs, "x/?out[1]/")
+  commit.claim_output(out, overwrite=True).release()

@@ -287,3 +287,16 @@ def test_source_paths_are_absolute_from_a_relative_input_dir(tmp_path, tree, mon
     example = tf.train.Example.FromString(raw.numpy())
     filename = example.features.feature["image/filename"].bytes_list.value[0].decode()
     assert filename.startswith(str(work / "images") + os.sep)
+
+
+def test_an_exemplar_output_inside_the_input_tree_is_not_a_class(tmp_path, tree):
+  """A dataset moved into the input tree (or one written there by an older
+  exemplar) is recognised by its files record: not listed as a class, so
+  the real labels do not shift."""
+  root = str(tmp_path / "images")
+  shutil.copytree(tree, root)
+  out = str(tmp_path / "out")
+  assert run_main(["--input_dir", root, "--output_dir", out] + SMALL) == 0
+  shutil.move(out, os.path.join(root, "aaa_output"))  # sorts first: would be label 0
+  from transforms import listing
+  assert listing.list_class_folders(root) == ["ant", "bee", "cat"]

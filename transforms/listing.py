@@ -29,6 +29,8 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
+from transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 _LOGGER = logging.getLogger(__name__)
@@ -89,6 +91,10 @@ def join(root: str, relative_path: str) -> str:
 def list_class_folders(root: str) -> List[str]:
   """The sorted, visible first-level folder names of `root`.
 
+  On local disk a folder holding an exemplar output (its files record, lock
+  or staging folder) is not a class: a dataset written into the input tree
+  must not come back as training images. (A run refuses an output folder
+  inside its input; this covers one made otherwise, e.g. moved there.)
   Raises ListingError if `root` does not exist or holds no class folders.
   """
   root = normalize_root(root)
@@ -99,6 +105,7 @@ def list_class_folders(root: str) -> List[str]:
       names = [
           e.name for e in entries
           if not is_skipped_folder(e.name) and e.is_dir(follow_symlinks=True)
+          and not is_exemplar_output(e.path)
       ]
   else:
     names = _remote_class_folders(root)
@@ -107,6 +114,12 @@ def list_class_folders(root: str) -> List[str]:
         f"--input_dir {root!r} holds no class folders: expected "
         "<input_dir>/<class>/<images>")
   return sorted(names)
+
+
+def is_exemplar_output(folder: str) -> bool:
+  """Whether a local folder holds an exemplar output (by its marker files)."""
+  return any(os.path.lexists(os.path.join(folder, marker))
+             for marker in (FILES_RECORD, STAGING_DIR, LOCK_FILE))
 
 
 def _remote_class_folders(root: str) -> List[str]:
