@@ -179,18 +179,21 @@ def decoded(label: int, rank: int, image: np.ndarray) -> DecodedImage:
       encoded=png(image), source_height=16, source_width=16, sha256="0" * 64)
 
 
-def test_write_contact_sheet_caps_renders_and_replaces_old_pages(tmp_path):
+def test_write_contact_sheet_caps_renders_and_leaves_other_files(tmp_path):
   out = str(tmp_path / "out")
   os.makedirs(out)
-  stale = os.path.join(out, "contact_sheet-005.png")
-  open(stale, "wb").write(b"old")
+  # Not known to be exemplar's (a dataset's own pages are on its files
+  # record, and its commit removes them): never removed by a name pattern.
+  other = os.path.join(out, "contact_sheet-005.png")
+  open(other, "wb").write(b"someone's")
   images = [decoded(label, rank, solid(colour_of(label, rank)))
             for label in range(6) for rank in range(4)]
   with beam.Pipeline() as p:
     pages = (p | beam.Create(images)
              | cs.WriteContactSheet(out, max_per_class=3, max_cells=10, title="t"))
     assert_that(pages, equal_to([os.path.join(out, "contact_sheet.png")]))
-  assert sorted(os.listdir(out)) == ["contact_sheet.png"]  # stale page removed
+  assert sorted(os.listdir(out)) == ["contact_sheet-005.png", "contact_sheet.png"]
+  assert open(other, "rb").read() == b"someone's"
 
   # Exactly the first 3 per class, first 10 in all, with the note saying so.
   kept = [c for c in images if c.rank < 3][:10]

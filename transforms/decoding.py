@@ -4,7 +4,9 @@
 the same TF ops, in the same order, as `tf.keras.utils.image_dataset_from_directory`
 (`tf.image.decode_image(..., expand_animations=False)`, then `tf.image.resize`,
 or Keras's `smart_resize` centre crop with `crop_to_aspect_ratio`), so the
-pixels equal what Keras gives for the same file and settings. Both the Beam
+pixels equal what Keras gives for the same file and settings. Where Keras
+fails or is wrong (a BMP or GIF in grayscale, a GIF in rgba, an indexed-colour
+BMP), `decode_pixels` decodes and converts with TF ops instead. Both the Beam
 decode stage and the TFT `preprocessing_fn` (transforms/tft_graph.py) call it,
 so training data and serving apply exactly the same preprocessing.
 
@@ -21,6 +23,7 @@ import hashlib
 import io
 import itertools
 import os
+import re
 import threading
 import time
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -69,13 +72,13 @@ class ImageSettings:
 def decode_and_resize(image_bytes, settings: ImageSettings, orientation=None):
   """Encoded image bytes (scalar tf.string) -> (float32 [H, W, C], src h, src w).
 
-  Exactly Keras's `_load_image_tf` after its `tf.io.read_file`. With an EXIF
-  `orientation` (int32 tensor; `--exif_transpose`) the image is turned upright
-  first, which Keras does not do.
+  Exactly Keras's `_load_image_tf` after its `tf.io.read_file` wherever Keras
+  can decode the file (see `decode_pixels` for the files it cannot). With an
+  EXIF `orientation` (int32 tensor; `--exif_transpose`) the image is turned
+  upright first, which Keras does not do.
   """
   import tensorflow as tf
-  image = tf.image.decode_image(
-      image_bytes, channels=settings.channels, expand_animations=False)
+  image = decode_pixels(image_bytes, settings.channels)
   if orientation is not None:
     image = apply_orientation(image, orientation)
   shape = tf.shape(image)
@@ -86,6 +89,186 @@ def decode_and_resize(image_bytes, settings: ImageSettings, orientation=None):
   image = tf.image.resize(image, size, method=settings.interpolation)
   image.set_shape(settings.shape)
   return image, source_height, source_width
+
+
+# Magic bytes as TF's decode_image classifies files (decode_image_op.cc).
+_BMP_MAGIC, _GIF_MAGIC, _RIFF_MAGIC, _WEBP_MAGIC = b"BM", b"GIF8", b"RIFF", b"WEBP"
+_BMP_INFO_HEADER = 40  # BITMAPINFOHEADER; V4 (108) and V5 (124) extend it
+_BMP_HEADER_BYTES = 54  # file header (14) + BITMAPINFOHEADER
+
+
+def decode_pixels(image_bytes, channels: int):
+  """Encoded bytes (scalar tf.string) -> uint8 [H, W, channels].
+
+  JPEG, PNG and JPEG XL: `tf.image.decode_image(..., channels=channels,
+  expand_animations=False)`, exactly as Keras decodes them.
+
+  BMP, GIF and WebP are decoded at their own channels and converted with
+  `to_channels`, because TF's decoders cannot give every mode (BMP: no
+  grayscale; GIF: only RGB; WebP: only its own channel count). Where
+  decode_image can give the mode, the conversion gives the same pixels.
+
+  An indexed-colour BMP (1, 2, 4 or 8 bits per pixel), whose palette TF ignores
+  (8-bit: indices stored as grey levels; 1-, 2- and 4-bit: refused), is decoded
+  through its palette by `decode_indexed_bmp`.
+  """
+  import tensorflow as tf
+  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+  head = _first_bytes(image_bytes, 12)
+  magic = lambda start, value: tf.equal(  # noqa: E731
+      tf.strings.substr(head, start, len(value)), value)
+  is_bmp = magic(0, _BMP_MAGIC)
+  own_channels = tf.reduce_any(tf.stack([
+      is_bmp, magic(0, _GIF_MAGIC),
+      magic(0, _RIFF_MAGIC) & magic(8, _WEBP_MAGIC)
+      & (tf.strings.length(image_bytes) > 12)]))
+  header = bmp_header(image_bytes)
+  # Every BMP TF's decoder cannot read right (see `decode_indexed_bmp`).
+  indexed = is_bmp & ((header["header_size"] < _BMP_INFO_HEADER)
+                      | ((header["bits"] != 24) & (header["bits"] != 32)))
+  image = tf.case([
+      (indexed, lambda: to_channels(decode_indexed_bmp(image_bytes), channels)),
+      (own_channels, lambda: to_channels(_decode_own_channels(image_bytes), channels)),
+  ], default=lambda: tf.image.decode_image(
+      image_bytes, channels=channels, expand_animations=False))
+  image.set_shape([None, None, channels])
+  return image
+
+
+def _decode_own_channels(image_bytes):
+  """A BMP (24 or 32 bits), GIF (first frame) or WebP at its own channels."""
+  import tensorflow as tf
+  image = tf.image.decode_image(image_bytes, channels=0, expand_animations=False)
+  image.set_shape([None, None, None])
+  return image
+
+
+def to_channels(image, channels: int):
+  """uint8 RGB or RGBA [H, W, 3|4] -> uint8 [H, W, channels], with TF ops.
+
+  grayscale: `tf.image.rgb_to_grayscale` of the RGB (alpha dropped first, as
+  TF's PNG decoder does); rgba: RGB gets an opaque alpha (255); rgb: alpha
+  dropped, as `decode_image(..., channels=3)` does.
+  """
+  import tensorflow as tf
+  rgb = tf.ensure_shape(image[..., :3], [None, None, 3])
+  if channels == 3:
+    return rgb
+  if channels == 1:
+    return tf.image.rgb_to_grayscale(rgb)
+  opaque = lambda: tf.concat(  # noqa: E731
+      [rgb, tf.fill(tf.concat([tf.shape(rgb)[:2], [1]], 0), tf.constant(255, tf.uint8))],
+      axis=-1)
+  if image.shape[-1] is not None:  # channels known when tracing
+    return image if image.shape[-1] == 4 else opaque()
+  return tf.cond(tf.equal(tf.shape(image)[-1], 4), lambda: image, opaque)
+
+
+def _first_bytes(image_bytes, count: int):
+  """The first `count` bytes, padded with NULs when the file is shorter (a
+  substr past the end would fail)."""
+  import tensorflow as tf
+  head = tf.strings.substr(image_bytes, 0, count)
+  return tf.strings.join([head, tf.strings.substr(
+      tf.constant(b"\0" * count), 0, count - tf.strings.length(head))])
+
+
+def bmp_header(image_bytes):
+  """The BMP header fields exemplar needs, as int64 scalars (0 where the
+  file is too short): offset of the pixels, header size, width, height, bits
+  per pixel, compression, colours used."""
+  import tensorflow as tf
+  raw = tf.cast(tf.io.decode_raw(_first_bytes(image_bytes, _BMP_HEADER_BYTES),
+                                 tf.uint8), tf.int64)
+
+  def field(offset: int, size: int, signed: bool = False):
+    value = tf.reduce_sum(raw[offset:offset + size]
+                          * tf.constant([256 ** i for i in range(size)], tf.int64))
+    if signed:
+      value = tf.where(value >= 2 ** (8 * size - 1), value - 2 ** (8 * size), value)
+    return value
+
+  return {"data_offset": field(10, 4), "header_size": field(14, 4),
+          "width": field(18, 4, signed=True), "height": field(22, 4, signed=True),
+          "bits": field(28, 2), "compression": field(30, 4),
+          "colours_used": field(46, 4)}
+
+
+def decode_indexed_bmp(image_bytes):
+  """An indexed-colour BMP (uncompressed, 1, 2, 4 or 8 bits per pixel) ->
+  uint8 RGB [H, W, 3] in its palette's colours.
+
+  `decode_pixels` sends every BMP here that TF's decoder cannot read right
+  (TF reads 24- and 32-bit ones); whatever this cannot decode either (RLE
+  compression, 16 bits per pixel, an OS/2 header, a pixel beyond the palette,
+  too few bytes) fails with a reason saying so, checked in that order.
+  """
+  import tensorflow as tf
+  h = bmp_header(image_bytes)
+  size = tf.cast(tf.strings.length(image_bytes), tf.int64)
+  bits, width, height = h["bits"], h["width"], tf.abs(h["height"])
+  valid_bits = tf.reduce_any(tf.equal(bits, tf.constant([1, 2, 4, 8], tf.int64)))
+  colours = tf.where(
+      h["colours_used"] > 0, h["colours_used"],
+      tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.where(valid_bits, bits, 0)))
+  palette_start = 14 + h["header_size"]
+  row_bytes = (width * bits + 31) // 32 * 4
+  checks = _in_order([
+      (size >= _BMP_HEADER_BYTES, [
+          "truncated BMP: only", size, "bytes, fewer than a BMP header"]),
+      (h["header_size"] >= _BMP_INFO_HEADER, [
+          "unsupported BMP: a header of", h["header_size"],
+          "bytes (OS/2, or invalid); exemplar reads those of 40 bytes and more"]),
+      (valid_bits, [
+          "unsupported BMP:", bits,
+          "bits per pixel (TF reads 24 and 32; exemplar also 1, 2, 4 and 8)"]),
+      (tf.equal(h["compression"], 0), [
+          "unsupported BMP: indexed colour compressed with method",
+          h["compression"], "(1: RLE8, 2: RLE4); exemplar reads uncompressed ones"]),
+      ((width > 0) & (height > 0), ["invalid BMP: size", width, "x", h["height"]]),
+      ((colours <= 256) & (palette_start + 4 * colours <= size), [
+          "invalid BMP: its palette of", colours, "colours does not fit"]),
+      (h["data_offset"] + row_bytes * height <= size, [
+          "truncated BMP: its pixels need", h["data_offset"] + row_bytes * height,
+          "bytes, the file has", size]),
+  ])
+  with tf.control_dependencies(checks):  # nothing below runs on a bad header
+    bits, width, height, row_bytes = (
+        tf.identity(bits), tf.identity(width), tf.identity(height),
+        tf.identity(row_bytes))
+    pixels = tf.strings.substr(image_bytes, h["data_offset"], row_bytes * height)
+    palette = tf.strings.substr(image_bytes, palette_start, 4 * colours)
+  rows = tf.reshape(tf.io.decode_raw(pixels, tf.uint8), tf.stack([height, row_bytes]))
+  # Each byte holds 8 / bits pixels, the leftmost in its high bits.
+  per_byte = 8 // bits
+  shifts = tf.cast(8 - bits * (tf.range(per_byte) + 1), tf.uint8)
+  mask = tf.cast(tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1, tf.uint8)
+  indices = tf.bitwise.bitwise_and(
+      tf.bitwise.right_shift(rows[:, :, tf.newaxis], shifts), mask)
+  indices = tf.reshape(indices, tf.stack([height, row_bytes * per_byte]))[:, :width]
+  # Rows are stored bottom-up unless the height is negative.
+  indices = tf.cond(h["height"] > 0, lambda: tf.reverse(indices, [0]),
+                    lambda: indices)
+  indices = tf.cast(indices, tf.int32)
+  in_palette = tf.debugging.Assert(
+      tf.reduce_all(indices < tf.cast(colours, tf.int32)),
+      ["invalid BMP: a pixel refers to colour", tf.reduce_max(indices),
+       "of a palette of", colours])
+  # Palette entries are blue, green, red, reserved (not alpha).
+  rgb = tf.reverse(tf.reshape(tf.io.decode_raw(palette, tf.uint8), [-1, 4])[:, :3], [1])
+  with tf.control_dependencies([in_palette]):
+    return tf.ensure_shape(tf.gather(rgb, indices), [None, None, 3])
+
+
+def _in_order(checks):
+  """[(condition, message parts)] -> the last of tf.debugging.Asserts run one
+  after another, so a file failing several reports the first."""
+  import tensorflow as tf
+  ops = []
+  for condition, message in checks:
+    with tf.control_dependencies(ops):
+      ops = [tf.debugging.Assert(condition, message)]
+  return ops
 
 
 def _centre_crop_to_aspect(image, size):
@@ -193,12 +376,21 @@ def tf_error_reason(message: str, limit: int = 300) -> str:
   node ... / File ... / <the cause> / [[{{node ...}}]]"; people want the cause.
   """
   for line in (message or "").splitlines():
-    line = line.strip()
+    line = _NESTED_FUNCTION.sub("", line).strip()
     if not line or line.startswith(("Graph execution error", "Detected at node",
                                     "File ", "[[")):
       continue
-    return line.split("\t [[")[0].strip()[:limit]
+    line = line.split("\t [[")[0].strip()
+    if line.startswith(_ASSERTION) and line.endswith("]"):
+      # tf.debugging.Assert's "[text] [value] [text]": exemplar's own reasons.
+      line = " ".join(line[len(_ASSERTION):-1].split("] ["))
+    return line[:limit]
   return first_line(message, limit)
+
+
+_ASSERTION = "assertion failed: ["
+# An op failing inside a tf.cond / tf.case branch names the branch's function.
+_NESTED_FUNCTION = re.compile(r"^\s*(\{\{function_node [^}]*\}\}\s*)+")
 
 
 def first_line(message: str, limit: int = 300) -> str:
