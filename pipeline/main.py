@@ -23,9 +23,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import assemble, runners
-from pipeline.options import ExemplarConfig, UsageError, first_line, parse_args
-from transforms import commit, fileio, listing, metadata
+from exemplar import assemble, runners
+from exemplar.options import ExemplarConfig, UsageError, first_line, parse_args
+from exemplar.transforms import commit, fileio, listing, metadata
 
 _LOGGER = logging.getLogger("exemplar")
 
@@ -40,7 +40,7 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
   """
   input_dir = config.input_dir
   if input_dir is None:
-    from pipeline import demo
+    from exemplar import demo
     input_dir = demo.ensure_demo_tree()
     _LOGGER.info("No --input_dir: using the demo tree at %s", input_dir)
   input_dir = fileio.absolute(input_dir)

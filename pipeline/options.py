@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
+from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
 
 DEFAULT_OUTPUT_DIR = "exemplar_output"
 # How many candidates beyond k each class keeps, to replace undecodable picks.
@@ -291,7 +291,7 @@ def check_runner(beam_args: Sequence[str]) -> None:
   """Raises UsageError unless --runner names a runner Beam (or we) know."""
   from apache_beam.options.pipeline_options import StandardOptions
   from apache_beam.runners.runner import create_runner
-  from pipeline import runners
+  from exemplar import runners
   name = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
   try:
     resolved = runners.resolve_runner(name)
@@ -384,5 +384,5 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
 
 def default_config_path() -> str:
   """configs/local.yaml, shipped as package data."""
-  import configs
+  from exemplar import configs
   return configs.path("local.yaml")

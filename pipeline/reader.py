@@ -1,6 +1,6 @@
 """Read an exemplar output folder back as a `tf.data.Dataset`.
 
-    from pipeline import load_dataset
+    from exemplar import load_dataset
     ds = load_dataset("exemplar_output", batch_size=32)
     ds.class_names  # as image_dataset_from_directory gives it
 
@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.decoding import COLOR_MODES
+from exemplar.transforms.decoding import COLOR_MODES
 
 
 def _read_text(path: str) -> str:
@@ -37,7 +37,7 @@ def load_dataset(output_dir: str, batch_size: Optional[int] = None,
   Raises FileNotFoundError for a folder that holds no finished dataset.
   """
   import tensorflow as tf
-  from transforms import metadata
+  from exemplar.transforms import metadata
 
   if not FileSystems.exists(FileSystems.join(output_dir, metadata.SUCCESS_MARKER)):
     raise FileNotFoundError(
@@ -77,7 +77,7 @@ def _file_paths(output_dir: str) -> List[str]:
   """Source paths in record order (the manifest is sorted like the shards)."""
   import csv
   import io
-  from transforms import metadata
+  from exemplar.transforms import metadata
   text = _read_text(FileSystems.join(output_dir, metadata.MANIFEST_FILE))
   rows = list(csv.DictReader(io.StringIO(text)))
   return [row["source_path"] for row in sorted(rows, key=lambda r: r["shard"])]

@@ -53,5 +53,5 @@ def small_tree(tmp_path) -> str:
 
 
 def run_cli(argv: Sequence[str]) -> int:
-  from pipeline.main import main
+  from exemplar.main import main
   return main(list(argv))

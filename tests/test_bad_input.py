@@ -26,8 +26,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.conftest import noise_image, run_cli, write_image
-from transforms import sampling
-from transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
+from exemplar.transforms import sampling
+from exemplar.transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
 
 EXEMPLAR = os.path.join(os.path.dirname(sys.executable), "exemplar")
 SIZE = (24, 20)  # --image_size for the runs: small, and not square
@@ -482,7 +482,7 @@ def _nobody_prefix(cwd: str, env: Dict[str, str]) -> List[str]:
   prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
   # The virtualenv and the repo must be readable by 'nobody' (they are under
   # /work here; a checkout in a private home folder is not).
-  probe = subprocess.run(prefix + [sys.executable, "-c", "import pipeline.main"],
+  probe = subprocess.run(prefix + [sys.executable, "-c", "import exemplar.main"],
                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
   if probe.returncode != 0:
     pytest.skip(f"user nobody cannot run exemplar from here: {probe.stderr[-300:]}")

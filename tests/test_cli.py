@@ -11,7 +11,7 @@ import pytest
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                   StandardOptions)
 
-from pipeline.options import UsageError, parse_args
+from exemplar.options import UsageError, parse_args
 
 EXEMPLAR = os.path.join(os.path.dirname(sys.executable), "exemplar")
 
@@ -182,7 +182,7 @@ def assert_one_line_usage_error(code: int, stderr: str, *needles: str) -> None:
 
 
 def run_main(argv: List[str], capsys):
-  from pipeline.main import main
+  from exemplar.main import main
   code = main(argv)
   captured = capsys.readouterr()
   return code, captured.out, captured.err

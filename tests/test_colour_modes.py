@@ -26,7 +26,7 @@ from PIL import Image
 
 from tests.conftest import noise_image, run_cli
 from tests.test_bad_input import read_csv, read_records
-from transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
+from exemplar.transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
 
 HEIGHT, WIDTH = 12, 18  # every test image; decoded at this size bilinear is the identity
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -377,7 +377,7 @@ def test_serving_graph_decodes_the_same_colours():
   """tft_graph's preprocessing_fn calls the same decode_and_resize: a palette
   BMP and a GIF come out right in serving too, in grayscale."""
   import tensorflow as tf
-  from transforms import tft_graph
+  from exemplar.transforms import tft_graph
   settings = ImageSettings(height=HEIGHT, width=WIDTH, color_mode="grayscale")
   preprocessing_fn = tf.function(tft_graph.make_preprocessing_fn(["a"], settings))
   palette = palette_image(30)

@@ -11,8 +11,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from transforms import contact_sheet as cs
-from transforms.decoding import DecodedImage
+from exemplar.transforms import contact_sheet as cs
+from exemplar.transforms.decoding import DecodedImage
 
 
 def solid(colour, height=16, width=16, channels=3) -> np.ndarray:

@@ -142,7 +142,7 @@ def test_every_template_parameter_is_an_exemplar_flag():
 
   from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-  from pipeline.options import parse_args
+  from exemplar.options import parse_args
   parameters = template_parameters()
   assert {p["name"] for p in parameters} == set(SAMPLE_VALUES)
   for parameter in parameters:  # each sample value passes its regexes

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_tree
-from transforms import decoding, sampling
-from transforms.decoding import DecodeTask, ImageSettings
+from exemplar.transforms import decoding, sampling
+from exemplar.transforms.decoding import DecodeTask, ImageSettings
 
 
 def test_in_order_keeps_order_bounds_lookahead_and_raises_errors():

@@ -106,7 +106,7 @@ def keras_pixels(keras, root: str, size: Tuple[int, int], interpolation: str, cr
 
 
 def exemplar_pixels(out: str):
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   ds = load_dataset(out)
   images = [image.numpy() for image, _ in ds]
   assert len(images) == len(ds.file_paths)

@@ -16,7 +16,7 @@ from typing import Dict, List
 import pytest
 
 from tests.conftest import make_tree, run_cli, write_image
-from transforms import listing, sampling
+from exemplar.transforms import listing, sampling
 
 SEED = 7
 K = 2
@@ -107,7 +107,7 @@ def test_picks_are_the_seeded_bottom_k(tree, default_run):
 
 
 def test_load_dataset_file_paths_follow_record_order_across_shards(default_run):
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   ds = load_dataset(default_run)
   in_records = [r["image/filename"].bytes_list.value[0].decode()
                 for shard in records(default_run).values() for r in shard]

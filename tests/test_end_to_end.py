@@ -16,7 +16,7 @@ def test_cli_run_reads_back_through_load_dataset_and_tfds(small_tree, tmp_path, 
   printed = capsys.readouterr().out
   assert "6 images from 3 classes" in printed and out in printed
 
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   ds = load_dataset(out)
   assert ds.class_names == ["apple", "banana", "cherry"]
   pairs = [(image.numpy(), int(label)) for image, label in ds]
@@ -52,7 +52,7 @@ def test_default_and_direct_runner_never_try_prism(small_tree, tmp_path):
   import sys
   code = (
       "import sys\n"
-      "from pipeline.main import main\n"
+      "from exemplar.main import main\n"
       "for i, extra in enumerate([[], ['--runner', 'DirectRunner']]):\n"
       f"  assert main(['--input_dir', {small_tree!r}, '--output_dir', "
       f"{str(tmp_path)!r} + '/out%d' % i, '--image_size', '8', '8'] + extra) == 0\n"
@@ -89,6 +89,6 @@ def test_every_file_mode_is_byte_identical_across_runners_and_shard_counts(tmp_p
             == open(os.path.join(outputs["multi"], name), "rb").read()), name
   manifest = list(csv.DictReader(open(os.path.join(outputs["inproc"], "manifest.csv"))))
   assert sorted(row["relative_path"] for row in manifest) == sorted(relative)
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   labels = sorted(int(label) for _, label in load_dataset(outputs["inproc"]))
   assert labels == [0] * 7 + [1] * 5 + [2] * 9

@@ -87,7 +87,7 @@ def shard_names(folder: str) -> List[str]:
 def assert_not_finished(out: str) -> None:
   """Neither exemplar's reader nor TFDS takes the folder for a dataset."""
   assert not os.path.exists(os.path.join(out, "_SUCCESS"))
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   with pytest.raises(FileNotFoundError, match="no finished exemplar dataset"):
     load_dataset(out)
   import tensorflow_datasets as tfds

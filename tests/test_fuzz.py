@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import noise_image, run_cli
-from transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
+from exemplar.transforms.decoding import DecodeResult, ImageDecoder, ImageSettings
 
 MAX_PIXELS = 1 << 20
 # One decode of a small image takes milliseconds; far above that means the

@@ -262,7 +262,7 @@ def trees(gcs, tmp_path_factory) -> Tuple[str, str]:
 
 
 def test_listing_on_gcs_matches_local_disk(trees):
-  from transforms import listing
+  from exemplar.transforms import listing
   local, remote = trees
   assert listing.list_class_folders(remote) == listing.list_class_folders(local) == [
       "ant", "bee", "cat[1]"]
@@ -275,7 +275,7 @@ def test_listing_on_gcs_matches_local_disk(trees):
 def test_write_file_atomically_on_gcs_is_all_or_nothing(gcs):
   from apache_beam.io.filesystems import FileSystems
 
-  from transforms.writing import write_file_atomically
+  from exemplar.transforms.writing import write_file_atomically
   path = f"gs://{OUT_BUCKET}/atomic/file.bin"
 
   def failing():
@@ -411,7 +411,7 @@ def large_tree(gcs, tmp_path_factory) -> Tuple[str, str]:
 
 
 def test_a_large_class_is_listed_in_key_ranges_that_cover_it_once(large_tree):
-  from transforms import listing
+  from exemplar.transforms import listing
   local, remote = large_tree
   expected = sorted(listing.walk_class_folder(local, "big"))
   cut = listing.ClassListing(remote, "big", remote=listing.RemoteListing(
@@ -430,8 +430,8 @@ def test_key_ranges_give_the_same_sample_as_one_listing(large_tree):
   import apache_beam as beam
   from apache_beam.testing.util import assert_that, equal_to
 
-  from pipeline.assemble import SampleImageFolder
-  from transforms import listing, sampling
+  from exemplar.assemble import SampleImageFolder
+  from exemplar.transforms import listing, sampling
   local, remote = large_tree
   classes = ["big", "small"]
   # One listing of the local copy, sampled in one go.
@@ -461,7 +461,7 @@ def test_gcs_output_names_are_literal_and_user_objects_survive(gcs, trees):
   """gs://.../x/?out[1] beside a finished gs://.../x/aout11: the run, its
   --overwrite and the commit name only their own objects; objects of the
   user's in the folder survive; a second writer is refused by the lock."""
-  from transforms import commit, lock
+  from exemplar.transforms import commit, lock
   _, remote_tree = trees
   sibling = f"gs://{OUT_BUCKET}/x/aout1"
   out = f"gs://{OUT_BUCKET}/x/?out[1]"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import inspect
+from exemplar import inspect_cli as inspect
 from tests.conftest import make_tree, run_cli, write_image
-from transforms import contact_sheet as cs
+from exemplar.transforms import contact_sheet as cs
 
 SHARD0 = "exemplar-train.tfrecord-00000-of-00002"
 SHARD1 = "exemplar-train.tfrecord-00001-of-00002"
@@ -168,7 +168,7 @@ def test_verify_compares_with_manifest_and_summary(small_dataset, tmp_path, caps
 def expected_sheet(output_dir: str, max_per_class: int = 10**9, **render_args):
   """The sheet rendered from the records, read back by TF, each image as the
   JPEG thumbnail a sheet's cells travel as."""
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   import json
   manifest = list(csv.DictReader(open(os.path.join(output_dir, "manifest.csv"))))
   rank = {row["source_path"]: int(row["rank"]) for row in manifest}

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms import listing
-from transforms.listing import ListingError
+from exemplar.transforms import listing
+from exemplar.transforms.listing import ListingError
 
 # Listing never decodes, so any bytes will do for an "image".
 FAKE_IMAGE = b"not decoded by the listing stage"
@@ -201,8 +201,8 @@ def test_root_without_class_folders_raises_listing_error(tmp_path):
 
 
 def test_make_plan_applies_class_names_and_reports_listing_errors(mixed_tree, tmp_path):
-  from pipeline.main import make_plan
-  from pipeline.options import parse_args
+  from exemplar.main import make_plan
+  from exemplar.options import parse_args
   config, _ = parse_args(["--input_dir", mixed_tree + "/", "--output_dir",
                           str(tmp_path / "out"), "--class_names", "dog,cat"])
   plan = make_plan(config)

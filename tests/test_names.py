@@ -19,10 +19,10 @@ from typing import Dict, List, Set
 
 import pytest
 
-from pipeline.options import UsageError, parse_args
+from exemplar.options import UsageError, parse_args
 from tests.conftest import make_tree, noise_image, write_image
-from transforms import listing
-from transforms.listing import ListingError
+from exemplar.transforms import listing
+from exemplar.transforms.listing import ListingError
 
 FAKE_IMAGE = b"not decoded by the listing stage"
 
@@ -42,7 +42,7 @@ def touch(root: str, relative: str, data: bytes = FAKE_IMAGE) -> str:
 
 def run_main(argv: List[str], capsys):
   """The `exemplar` entry point, in process: (exit code, stdout, stderr)."""
-  from pipeline.main import main
+  from exemplar.main import main
   code = main(argv)
   captured = capsys.readouterr()
   return code, captured.out, captured.err
@@ -340,7 +340,7 @@ def test_cli_run_with_a_comma_class_junk_folders_and_a_bad_name(tmp_path, capsys
   assert {row["relative_path"] for row in rows} == expected
   assert {(row["class_name"], row["label"]) for row in rows} == {("cat", "0"), ("a,b", "1")}
 
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   ds = load_dataset(out)
   assert ds.class_names == ["cat", "a,b"]
   assert sorted(int(label) for _, label in ds) == [0, 0, 1, 1, 1]

@@ -24,7 +24,7 @@ SMALL = ["--image_size", "12", "16"]
 
 
 def run_main(argv: List[str], capsys) -> Tuple[int, str, str]:
-  from pipeline.main import main
+  from exemplar.main import main
   code = main(list(argv))
   captured = capsys.readouterr()
   return code, captured.out, captured.err
@@ -182,7 +182,7 @@ def test_finished_dataset_is_refused_then_replaced_with_overwrite(tmp_path, tree
   assert len(rows) == 3
   assert {row["shard"] for row in rows} == {"exemplar-train.tfrecord-00000-of-00001"}
 
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   assert sum(1 for _ in load_dataset(out)) == 3
   import tensorflow_datasets as tfds
   builder = tfds.builder_from_directory(out)

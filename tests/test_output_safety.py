@@ -26,7 +26,7 @@ SMALL = ["--image_size", "12", "16", "--num_shards", "2"]
 
 
 def run_main(argv: List[str]) -> int:
-  from pipeline.main import main
+  from exemplar.main import main
   return main(list(argv))
 
 
@@ -43,7 +43,7 @@ def files_of(folder: str) -> Dict[str, bytes]:
 
 def records(output_dir: str) -> List[str]:
   """The relative paths of the stored images, read back by load_dataset."""
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   dataset = load_dataset(output_dir)
   labels = [int(label) for _, label in dataset]
   assert len(labels) == len(dataset.file_paths)
@@ -102,7 +102,7 @@ def test_dataset_moved_to_a_bracket_folder_reads_back_whole(tmp_path, tree, caps
   import tensorflow_datasets as tfds
   split = tfds.builder_from_directory(moved).as_dataset(split="train")
   assert sum(1 for _ in split) == 7
-  from pipeline import inspect as inspect_cli
+  from exemplar import inspect_cli
   capsys.readouterr()
   assert inspect_cli.main([moved, "--verify"]) == 0, capsys.readouterr().out
 
@@ -157,7 +157,7 @@ def test_a_user_file_under_a_name_a_run_writes_is_refused_untouched(tmp_path, tr
 def test_failure_after_success_marker_is_not_a_failed_commit(tmp_path, monkeypatch):
   """The dataset is complete once _SUCCESS is written: a staging folder that
   cannot be removed afterwards is a warning, not an error."""
-  from transforms import commit, fileio
+  from exemplar.transforms import commit, fileio
   out = str(tmp_path / "out")
   staged = os.path.join(out, ".exemplar-staging")
   write_files(staged, {"manifest.csv": b"rows", "summary.json": b'{"shards": []}'})
@@ -174,7 +174,7 @@ def test_failure_after_success_marker_is_not_a_failed_commit(tmp_path, monkeypat
 
 
 def _try_lock(folder: str, barrier, hold_seconds: float, results) -> None:
-  from transforms import lock
+  from exemplar.transforms import lock
   barrier.wait()
   try:
     with lock.OutputLock(folder):
@@ -205,7 +205,7 @@ def test_lock_admits_one_of_many_processes_started_together(tmp_path):
 
 
 def test_lock_left_by_a_killed_run_is_taken_over(tmp_path):
-  from transforms import lock
+  from exemplar.transforms import lock
   folder = str(tmp_path)
   holder = subprocess.Popen([sys.executable, "-c", (
       "import sys, time\n"
@@ -244,7 +244,7 @@ def test_runs_started_together_leave_a_complete_dataset(tmp_path, tree):
     for code, err in results:
       if code == 2:
         assert "being written by another exemplar run (host " in err, err
-    from pipeline import inspect as inspect_cli
+    from exemplar import inspect_cli
     assert inspect_cli.main([out, "--verify"]) == 0
     assert len(records(out)) == 7
     assert not os.path.exists(os.path.join(out, ".exemplar-lock"))
@@ -298,5 +298,5 @@ def test_an_exemplar_output_inside_the_input_tree_is_not_a_class(tmp_path, tree)
   out = str(tmp_path / "out")
   assert run_main(["--input_dir", root, "--output_dir", out] + SMALL) == 0
   shutil.move(out, os.path.join(root, "aaa_output"))  # sorts first: would be label 0
-  from transforms import listing
+  from exemplar.transforms import listing
   assert listing.list_class_folders(root) == ["ant", "bee", "cat"]

@@ -105,7 +105,7 @@ def test_portable_runner_embedded_is_byte_identical(tree, reference, tmp_path):
 def test_embedded_portable_runner_defaults_to_loopback(flags, expected):
   from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
-  from pipeline.runners import apply_offline_defaults
+  from exemplar.runners import apply_offline_defaults
   options = PipelineOptions(flags)
   apply_offline_defaults(options)
   assert options.view_as(PortableOptions).environment_type == expected
@@ -117,7 +117,7 @@ def test_dask_graph_groups_by_task_shuffle_not_local_files():
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipeline.runners import FixedDaskRunner, build_dask_graph
+  from exemplar.runners import FixedDaskRunner, build_dask_graph
   p = beam.Pipeline(runner=FixedDaskRunner(), options=PipelineOptions([]))
   _ = (p | beam.Create(range(10)) | beam.Map(lambda n: (n % 3, n))
        | beam.GroupByKey())
@@ -233,7 +233,7 @@ def test_fixed_dask_runner_splits_tagged_outputs_and_side_inputs(cluster):
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.testing.util import assert_that, equal_to
 
-  from pipeline.runners import resolve_runner
+  from exemplar.runners import resolve_runner
 
   def split(n):
     yield n if n % 2 == 0 else beam.pvalue.TaggedOutput("odd", n)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from transforms.sampling import (PartialSample, SeededSampleFn, capacity_for,
+from exemplar.transforms.sampling import (PartialSample, SeededSampleFn, capacity_for,
                                  hash_key, merge_samples, priority, sample_paths)
 
 NUM_CLASSES = 2000

@@ -16,7 +16,7 @@ import tracemalloc
 
 import pytest
 
-from transforms import listing, sampling
+from exemplar.transforms import listing, sampling
 
 
 def touch(root: str, relative: str) -> None:

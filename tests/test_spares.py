@@ -6,8 +6,8 @@ import csv
 import os
 
 from tests.conftest import make_tree, run_cli
-from transforms import sampling
-from transforms.decoding import DecodeTask
+from exemplar.transforms import sampling
+from exemplar.transforms.decoding import DecodeTask
 
 
 def corrupt_first_picks(root, class_name, count, seed=0):
@@ -60,7 +60,7 @@ def test_class_with_fewer_decodable_files_than_k_is_short(tmp_path):
 
 
 def test_class_tasks_interleave_ranks_and_share_the_spares():
-  from transforms.writing import class_tasks
+  from exemplar.transforms.writing import class_tasks
   paths = [f"c/{i}" for i in range(14)]  # 10 planned + 4 spares, seeded order
   whole = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=1)
   assert whole == [DecodeTask("c", 3, paths, 10, 0, 50)]  # one task, all spares

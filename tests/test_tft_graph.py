@@ -30,7 +30,7 @@ def tree(tmp_path_factory) -> str:
 
 
 def stored_pixels(out: str):
-  from pipeline import load_dataset
+  from exemplar import load_dataset
   ds = load_dataset(out)
   return {path: (image.numpy(), int(label))
           for path, (image, label) in zip(ds.file_paths, ds)}

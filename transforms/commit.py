@@ -33,9 +33,9 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import fileio
-from transforms.lock import OutputLock, OutputLocked
-from transforms.names import (FILES_RECORD, FIXED_FILES, LOCK_FILE, STAGING_DIR,
+from exemplar.transforms import fileio
+from exemplar.transforms.lock import OutputLock, OutputLocked
+from exemplar.transforms.names import (FILES_RECORD, FIXED_FILES, LOCK_FILE, STAGING_DIR,
                               SUCCESS_MARKER, SUMMARY_JSON, TFDS_INFO, TRANSFORM_DIR,
                               TRANSFORM_SUBDIRS)
 
@@ -201,7 +201,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _write_record(output_dir: str, files: Dict[str, int], run_id: str) -> None:
-  from transforms.writing import write_file_atomically
+  from exemplar.transforms.writing import write_file_atomically
   record = {"format": RECORD_FORMAT, "run_id": run_id,
             "files": dict(sorted(files.items()))}
   write_file_atomically(_path(output_dir, FILES_RECORD),

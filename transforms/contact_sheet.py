@@ -42,7 +42,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.names import SHEET_FILE
+from exemplar.transforms.names import SHEET_FILE
 
 DEFAULT_CELL_SIZE = 128
 DEFAULT_MAX_COLUMNS = 10
@@ -443,7 +443,7 @@ def write_pages(output_dir: str, pages: Sequence[bytes],
   """Writes the pages atomically; returns the paths written. Pages of an
   older, longer sheet at the same place are left alone: only files exemplar
   knows it wrote are ever removed (a dataset's are on its files record)."""
-  from transforms.writing import write_file_atomically
+  from exemplar.transforms.writing import write_file_atomically
   names = page_file_names(len(pages), first)
   paths = []
   for name, data in zip(names, pages):

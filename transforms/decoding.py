@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import contact_sheet, listing
+from exemplar.transforms import contact_sheet, listing
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
                   "lanczos5", "gaussian", "mitchellcubic")
@@ -669,7 +669,7 @@ class TaskDecoder:
     """
     if task.seen <= len(candidates):
       return candidates
-    from transforms import sampling  # pylint: disable=g-import-not-at-top
+    from exemplar.transforms import sampling  # pylint: disable=g-import-not-at-top
     wanted = 2 * len(candidates) + task.need
     capacity = spare_start(task) + max(0, wanted - task.need) * task.spare_stride + 1
     with self._lock:

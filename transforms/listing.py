@@ -29,7 +29,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
+from exemplar.transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 

@@ -30,8 +30,8 @@ from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import fileio
-from transforms.names import LOCK_FILE
+from exemplar.transforms import fileio
+from exemplar.transforms.names import LOCK_FILE
 
 # A gs:// lock older than this is taken for one left by a killed run.
 STALE_AFTER_SECONDS = 24 * 3600

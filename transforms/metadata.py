@@ -26,12 +26,12 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import commit
-from transforms.decoding import DecodeFailure, ImageSettings
-from transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
+from exemplar.transforms import commit
+from exemplar.transforms.decoding import DecodeFailure, ImageSettings
+from exemplar.transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
     CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT, SUCCESS_MARKER,
     SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
-from transforms.writing import ManifestRow, ShardInfo, write_file_atomically
+from exemplar.transforms.writing import ManifestRow, ShardInfo, write_file_atomically
 
 MANIFEST_COLUMNS = list(ManifestRow._fields)
 ERROR_COLUMNS = ["class_name", "relative_path", "source_path", "reason"]

@@ -30,8 +30,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.decoding import ImageSettings, decode_and_resize
-from transforms.names import TRANSFORM_DIR  # transform_fn/, transformed_metadata/, ...
+from exemplar.transforms.decoding import ImageSettings, decode_and_resize
+from exemplar.transforms.names import TRANSFORM_DIR  # transform_fn/, transformed_metadata/, ...
 
 RAW_METADATA_DIR = "metadata"  # the raw feature spec, for TFTransformOutput
 
@@ -98,7 +98,7 @@ def build_transform_graph(raw_examples: Sequence[Dict[str, bytes]],
 def copy_local_tree(local_dir: str, target_dir: str) -> List[str]:
   """Copies every file below `local_dir` to `target_dir` on any Beam file
   system, each written atomically; returns the relative paths, sorted."""
-  from transforms.writing import write_file_atomically
+  from exemplar.transforms.writing import write_file_atomically
   relative = sorted(
       os.path.relpath(os.path.join(root, name), local_dir)
       for root, _, files in os.walk(local_dir) for name in files)

@@ -25,9 +25,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from transforms import contact_sheet, decoding, fileio, progress
-from transforms.decoding import FAILURES_TAG, DecodedImage, DecodeTask, ImageSettings
-from transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
+from exemplar.transforms import contact_sheet, decoding, fileio, progress
+from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, DecodeTask, ImageSettings
+from exemplar.transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
 
 # Keep a shard near this size; TFDS recommends 100-200 MB.
 TARGET_SHARD_BYTES = 128 << 20

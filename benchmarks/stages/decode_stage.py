@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import List, Tuple
 
-from transforms import decoding, listing
+from exemplar.transforms import decoding, listing
 
 CHUNK = 64  # files per decode task
 SETTINGS = decoding.ImageSettings()  # exemplar's defaults: 256x256 bilinear png
@@ -88,9 +88,9 @@ def run_beam(root: str, limit: int, out_dir: str, beam_args) -> Tuple[int, float
   from apache_beam.metrics import Metrics
   from apache_beam.metrics.metric import MetricsFilter
   from apache_beam.options.pipeline_options import PipelineOptions
-  from pipeline import runners
+  from exemplar import runners
 
-  from transforms import writing
+  from exemplar.transforms import writing
 
   class TimedDecodeAndWriteShard(writing.DecodeAndWriteShard):
     """exemplar's decode-and-write step, with each shard's start and end

@@ -20,7 +20,7 @@ import argparse
 import time
 from typing import Tuple
 
-from transforms import decoding, listing, sampling
+from exemplar.transforms import decoding, listing, sampling
 
 SEED = 0
 CAPACITY = sampling.capacity_for(1, 4)  # k=1 and exemplar's default 4 spares
@@ -41,7 +41,7 @@ def run_beam(root: str, beam_args) -> Tuple[int, float]:
   from apache_beam.metrics import Metrics
   from apache_beam.metrics.metric import MetricsFilter
   from apache_beam.options.pipeline_options import PipelineOptions
-  from pipeline import assemble, runners
+  from exemplar import assemble, runners
 
   class TimedListAndSampleClass(assemble.ListAndSampleClass):
     """exemplar's ListAndSampleClass, with each listing's start and end recorded."""

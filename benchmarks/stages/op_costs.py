@@ -23,7 +23,7 @@ import hashlib
 import os
 import time
 
-from transforms import contact_sheet, decoding, listing, writing
+from exemplar.transforms import contact_sheet, decoding, listing, writing
 
 
 def per_image_ms(function, inputs) -> float:

@@ -35,10 +35,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import contact_sheet as sheets
-from transforms import commit, fileio
-from transforms.decoding import COLOR_MODES
-from transforms.names import (CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, FILES_RECORD,
+from exemplar.transforms import contact_sheet as sheets
+from exemplar.transforms import commit, fileio
+from exemplar.transforms.decoding import COLOR_MODES
+from exemplar.transforms.names import (CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, FILES_RECORD,
                               MANIFEST_FILE, SUCCESS_MARKER, SUMMARY_JSON)
 
 SHARD_NAME = re.compile(re.escape(DATASET_NAME) + r"-[^.]+\.tfrecord-\d{5}-of-\d{5}")
