@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from apache_beam.runners.runner import PipelineRunner
 
+from exemplar.transforms import beam_internals
+
 LOCAL_RUNNER_NAMES = {"", "local", "direct", "directrunner", "fnapirunner"}
 DASK_RUNNER_NAMES = {"dask", "daskrunner"}
 
@@ -37,8 +39,7 @@ def resolve_runner(runner_name: Optional[str]) -> Union[PipelineRunner, str]:
   """A runner instance for local and Dask runs, else the name for Beam."""
   name = (runner_name or "").strip()
   if is_local(name):
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-    return FnApiRunner()
+    return beam_internals.fn_api_runner()
   if is_dask(name):
     return FixedDaskRunner()
   return name
@@ -80,13 +81,9 @@ def apply_offline_defaults(options) -> None:
 # and replaces the ParDo step and the wiring: every output PCollection gets a
 # bag of its own elements, side inputs are ordinary graph dependencies
 # (computed once, retried by the scheduler like any task when a worker dies),
-# and every leaf is computed.
-
-
-def _imports():
-  """Beam's Dask runner modules (dask is an optional extra)."""
-  from apache_beam.runners.dask import dask_runner, overrides, transform_evaluator
-  return dask_runner, overrides, transform_evaluator
+# and every leaf is computed. The Beam internals it uses are
+# transforms/beam_internals.py's (dask is an optional extra: ImportError
+# without it).
 
 
 def _flatten_lists(parts) -> List[Any]:
@@ -115,48 +112,16 @@ def run_dofn_on_partition(elements, do_fn, label: str, window_fn,
   Returns (tag, value) pairs, tag None for the main output. Everything is
   built here, in the task, so no state is shared between partitions.
   """
-  from apache_beam import DoFn
-  from apache_beam.runners.common import (DoFnContext, DoFnInvoker,
-                                          DoFnSignature, Receiver,
-                                          _OutputHandler)
-  from apache_beam.transforms.sideinputs import SideInputMap
-  _, _, evaluator = _imports()
-
   results: List[Tuple] = []
-
-  class TagReceiver(Receiver):
-    def __init__(self, tag):
-      self.tag = tag
-
-    def receive(self, windowed_value):
-      results.append((self.tag, windowed_value.value))
-
-  class Receivers(dict):
-    def __missing__(self, tag):
-      self[tag] = TagReceiver(tag)
-      return self[tag]
-
-  receivers = Receivers()
   side_inputs = [
-      SideInputMap(view_class, view_options,
-                   [evaluator.get_windowed_value(v, None) for v in values])
+      beam_internals.side_input_map(
+          view_class, view_options,
+          [beam_internals.dask_windowed_value(v, None) for v in values])
       for (view_class, view_options), values in zip(side_specs, side_values)]
-  invoker = DoFnInvoker.create_invoker(
-      DoFnSignature(do_fn),
-      _OutputHandler(
-          window_fn=window_fn, main_receivers=receivers[None],
-          tagged_receivers=receivers, per_element_output_counter=None,
-          output_batch_converter=None, process_yields_batches=False,
-          process_batch_yields_elements=False),
-      context=DoFnContext(label, state=None), side_inputs=side_inputs,
-      input_args=list(args), input_kwargs=dict(kwargs),
-      user_state_context=None, bundle_finalizer_param=DoFn.BundleFinalizerParam())
-  invoker.invoke_setup()
-  invoker.invoke_start_bundle()
-  for element in elements:
-    invoker.invoke_process(evaluator.get_windowed_value(element, window_fn))
-  invoker.invoke_finish_bundle()
-  invoker.invoke_teardown()
+  beam_internals.run_dofn_bundle(
+      do_fn, label, window_fn, side_inputs, args, kwargs,
+      (beam_internals.dask_windowed_value(element, window_fn) for element in elements),
+      lambda tag, value: results.append((tag, value)))
   return results
 
 
@@ -169,7 +134,6 @@ class _BagBuilder:
 
   def visit(self, node) -> None:
     from apache_beam import ParDo, pvalue
-    _, _, evaluator = _imports()
     inputs = [pc for pc in node.inputs if not isinstance(pc, pvalue.PBegin)]
     self.consumed.update(id(pc) for pc in inputs)
     self.consumed.update(id(si.pvalue) for si in node.side_inputs)
@@ -177,12 +141,7 @@ class _BagBuilder:
     if node.transform.__class__ is ParDo:
       self._par_do(node, input_bags[0])
       return
-    op_class = evaluator.TRANSLATIONS.get(node.transform.__class__, evaluator.NoOp)
-    op = op_class(node, bag_kwargs=self.bag_kwargs)
-    if isinstance(op, evaluator.Flatten):
-      bag = op.apply(input_bags)
-    else:
-      bag = op.apply(input_bags[0] if input_bags else None)
+    bag = beam_internals.dask_translate(node, input_bags, self.bag_kwargs)
     for output in node.outputs.values():
       self.bags[id(output)] = bag
 
@@ -195,7 +154,7 @@ class _BagBuilder:
     window_fn = getattr(getattr(main_input, "windowing", None), "windowfn", None)
     side_specs, side_values = [], []
     for si in node.side_inputs:
-      side_specs.append((type(si), si._view_options()))
+      side_specs.append((type(si), beam_internals.side_input_view_options(si)))
       side_values.append(self.bags[id(si.pvalue)].reduction(list, _flatten_lists))
     tagged = input_bag.map_partitions(
         run_dofn_on_partition, transform.fn, node.full_label, window_fn,
@@ -216,7 +175,8 @@ class _BagBuilder:
 
 
 def _make_runner_class():
-  dask_runner, overrides, _ = _imports()
+  dask_runner_class, dask_options_class, dask_result_class = (
+      beam_internals.dask_runner_classes())
   from apache_beam.pipeline import PipelineVisitor
 
   class _Visitor(PipelineVisitor):
@@ -227,7 +187,7 @@ def _make_runner_class():
       self.builder.visit(node)
 
   @dataclasses.dataclass
-  class ClosingResult(dask_runner.DaskRunnerResult):
+  class ClosingResult(dask_result_class):
     """Closes the Dask client (and a LocalCluster it started) when done."""
 
     def wait_until_finish(self, duration=None) -> str:
@@ -243,20 +203,20 @@ def _make_runner_class():
     # is built, dask.bag picks its disk shuffle, whose partd files belong to
     # one worker process, and groups get lost across workers.
     with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-      pipeline.replace_all(overrides.dask_overrides())
+      pipeline.replace_all(beam_internals.dask_overrides())
       builder = _BagBuilder(bag_kwargs)
       pipeline.visit(_Visitor(builder))
       return builder.leaves()
 
-  class _FixedDaskRunner(dask_runner.DaskRunner):
+  class _FixedDaskRunner(dask_runner_class):
     """Beam's DaskRunner with the fixes described above."""
 
     def run_pipeline(self, pipeline, options):
       import dask
       import dask.distributed as ddist
-      dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(
+      dask_options = options.view_as(dask_options_class).get_all_options(
           drop_default=True, current_only=True)
-      bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
+      bag_kwargs = beam_internals.dask_bag_kwargs(dask_options)
       client = ddist.Client(**dask_options)
       try:
         leaves = build_dask_graph(pipeline, bag_kwargs)

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_tree
-from exemplar.transforms import decoding, sampling
-from exemplar.transforms.decoding import DecodeTask, ImageSettings
+from exemplar.transforms import decode_tasks, decoding, sampling
+from exemplar.transforms.decode_tasks import DecodeTask
+from exemplar.transforms.decoding import ImageSettings
 
 
 def test_in_order_keeps_order_bounds_lookahead_and_raises_errors():
-  pool = decoding.decode_pool()
+  pool = decode_tasks.decode_pool()
   running, most = [0], [0]
   lock = threading.Lock()
 
@@ -32,10 +33,10 @@ def test_in_order_keeps_order_bounds_lookahead_and_raises_errors():
     return item * 10
 
   try:
-    assert list(decoding.in_order(pool, work, range(12), lookahead=3)) == [
+    assert list(decode_tasks.in_order(pool, work, range(12), lookahead=3)) == [
         i * 10 for i in range(12)]
     assert most[0] <= 3
-    results = decoding.in_order(pool, work, range(20), lookahead=3)
+    results = decode_tasks.in_order(pool, work, range(20), lookahead=3)
     with pytest.raises(ValueError, match="item 13"):
       for value in results:
         assert value < 130
@@ -50,14 +51,14 @@ def test_task_decoder_ranks_spares_thumbnails_and_more_candidates(tmp_path):
   order = [p for _, p in sampling.sample_paths(paths, 0, len(paths)).candidates]
   with open(os.path.join(root, order[3]), "wb") as f:
     f.write(b"broken")
-  decode = decoding.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
+  decode = decode_tasks.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
                                 seed=0, thumbnail_ranks=3, thumbnail_size=8)
   # Ranks 1, 3, 5 of a class of 6 planned, holding no spare: order[3] fails,
   # so the task lists the class again and draws the next of its own sequence
   # (its spares are seeded positions 6 + 1, + 3, + 5: order[7] first).
   task = DecodeTask("c", 0, [], need=3, first_rank=1, seen=12, stride=2,
                     spare_start=7, spare_stride=2)
-  task = task._replace(candidates=decoding.task_candidates(order[:6], task))
+  task = task._replace(candidates=decode_tasks.task_candidates(order[:6], task))
   assert task.candidates == [order[1], order[3], order[5]]
   events = decode(task)
   assert [(kind, getattr(value, "relative_path", None)) for kind, _, value in events] == [

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from exemplar import inspect_cli as inspect
+from exemplar import records
 from tests.conftest import make_tree, run_cli, write_image
 from exemplar.transforms import contact_sheet as cs
 
@@ -233,11 +234,11 @@ def test_parse_example_reads_what_tensorflow_writes():
       "f": feature(float_list=tf.train.FloatList(value=[1.5, -2.25])),
       "empty": feature(),
   }))
-  parsed = inspect.parse_example(example.SerializeToString())
+  parsed = records.parse_example(example.SerializeToString())
   assert parsed == {"b": [b"x", b"", "é".encode()], "i": [0, -1, 2**62, -(2**63)],
                     "f": [1.5, -2.25], "empty": []}
   with pytest.raises(ValueError):
-    inspect.parse_example(b"\x0a\xff")
+    records.parse_example(b"\x0a\xff")
 
 
 def test_the_pipeline_writes_the_same_sheet_as_inspect(small_dataset, tmp_path, capsys):

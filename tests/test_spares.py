@@ -7,7 +7,7 @@ import os
 
 from tests.conftest import make_tree, run_cli
 from exemplar.transforms import sampling
-from exemplar.transforms.decoding import DecodeTask
+from exemplar.transforms.decode_tasks import DecodeTask
 
 
 def corrupt_first_picks(root, class_name, count, seed=0):

@@ -42,6 +42,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.names import SHEET_FILE
 
 DEFAULT_CELL_SIZE = 128
@@ -443,7 +444,6 @@ def write_pages(output_dir: str, pages: Sequence[bytes],
   """Writes the pages atomically; returns the paths written. Pages of an
   older, longer sheet at the same place are left alone: only files exemplar
   knows it wrote are ever removed (a dataset's are on its files record)."""
-  from exemplar.transforms.writing import write_file_atomically
   names = page_file_names(len(pages), first)
   paths = []
   for name, data in zip(names, pages):

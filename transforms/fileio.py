@@ -7,17 +7,20 @@ holding '*', '?' or '[' names other files, or none: `out[1]` matches nothing,
 them. These functions name files exactly: local disk through `os`, gs://
 through the job's GCS client (the one GcsIO builds, with its credentials and
 retries), and any other Beam file system through its own API with every glob
-character escaped.
+character escaped. `write_file_atomically` writes a file all or nothing.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from typing import Dict, Iterable, List
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
+
+from exemplar.transforms import beam_internals
 
 _GLOB_CHARACTERS = "*?["
 
@@ -39,7 +42,7 @@ def gcs_client_and_name(path: str):
   """(the job's google.cloud.storage client, bucket name, object name)."""
   from apache_beam.io.gcp import gcsio
   bucket, name = gcsio.parse_gcs_path(path, object_optional=True)
-  return FileSystems.get_filesystem(path)._gcsIO().client, bucket, name
+  return beam_internals.gcs_client(path), bucket, name
 
 
 def exists(path: str) -> bool:
@@ -142,3 +145,44 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
   path, root = path.rstrip("/"), root.rstrip("/")
   return path == root or path.startswith(root + "/")
+
+
+def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:
+  """Writes `chunks` to `path` all or nothing; returns the bytes written.
+
+  On gs:// the object is written directly: it only appears when its upload
+  completes, and a failed upload is cancelled, so nothing partial or temporary
+  is ever visible (a GCS rename is a batched copy + delete: twice the traffic,
+  and emulators lack batch requests). Every other file system gets a hidden
+  temporary name beside `path`, renamed into place once whole. A second
+  attempt of the same write (a retry, a lost worker's task) replaces the file
+  with the same bytes.
+  """
+  written = 0
+  if FileSystems.get_scheme(path) == "gs":
+    f = FileSystems.create(path)
+    try:
+      for chunk in chunks:
+        f.write(chunk)
+        written += len(chunk)
+    except BaseException:
+      # close() would publish what was uploaded so far; this cancels it.
+      try:
+        beam_internals.cancel_upload(f)
+      except Exception:  # noqa: BLE001 - the upload is abandoned either way
+        pass
+      raise
+    f.close()
+    return written
+  directory, name = FileSystems.split(path)
+  temp_path = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+  try:
+    with FileSystems.create(temp_path) as f:
+      for chunk in chunks:
+        f.write(chunk)
+        written += len(chunk)
+    FileSystems.rename([temp_path], [path])
+  except BaseException:
+    remove([temp_path])
+    raise
+  return written

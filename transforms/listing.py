@@ -19,16 +19,17 @@ trees of millions of files.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
 import os
-import posixpath
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
+from exemplar.transforms import beam_internals
 from exemplar.transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -56,8 +57,28 @@ _SYSTEM_FOLDERS_LOWER = frozenset(name.lower() for name in SYSTEM_FOLDERS)
 
 
 class ListingError(ValueError):
-  """The input tree cannot be listed (missing, empty, not a folder), or a
-  class it names cannot be stored intact (`class_name_problem`)."""
+  """The input tree or its classes cannot be used: one of the errors below.
+  Messages name the path or the names at fault, never a command-line flag
+  (the `exemplar` command adds that)."""
+
+
+class InputRootError(ListingError):
+  """The input root is missing, is not a folder, cannot be listed, or holds
+  no class folders. The message starts with the root."""
+
+
+class ClassNamesError(ListingError):
+  """The classes asked for do not fit the input: a name that is no class
+  folder, or a name asked for twice. The message starts with the names."""
+
+
+class UnstorableClassNameError(ListingError):
+  """Class names that would not come back intact from the one-name-per-line
+  files (`class_name_problem`); `names` holds them."""
+
+  def __init__(self, message: str, names: Sequence[str]):
+    super().__init__(message)
+    self.names = list(names)
 
 
 def is_image_name(name: str) -> bool:
@@ -84,8 +105,17 @@ def is_local(path: str) -> bool:
 
 
 def join(root: str, relative_path: str) -> str:
-  """Joins a '/'-separated relative path onto a root of any file system."""
+  """Joins a '/'-separated relative path onto a root of any file system. A
+  path that is already whole (absolute, or a URI) is returned as it is, and
+  so is any path with no root ('')."""
+  if not root or is_whole_path(relative_path):
+    return relative_path
   return FileSystems.join(root, *relative_path.split("/"))
+
+
+def is_whole_path(path: str) -> bool:
+  """An absolute local path or a URI ('gs://b/x.jpg'), not a relative one."""
+  return path.startswith("/") or "://" in path
 
 
 def list_class_folders(root: str) -> List[str]:
@@ -95,12 +125,12 @@ def list_class_folders(root: str) -> List[str]:
   or staging folder) is not a class: a dataset written into the input tree
   must not come back as training images. (A run refuses an output folder
   inside its input; this covers one made otherwise, e.g. moved there.)
-  Raises ListingError if `root` does not exist or holds no class folders.
+  Raises InputRootError if `root` does not exist or holds no class folders.
   """
   root = normalize_root(root)
   if is_local(root):
     if not os.path.isdir(root):
-      raise ListingError(f"--input_dir {root!r} does not exist or is not a folder")
+      raise InputRootError(f"{root!r} does not exist or is not a folder")
     with os.scandir(root) as entries:
       names = [
           e.name for e in entries
@@ -110,9 +140,8 @@ def list_class_folders(root: str) -> List[str]:
   else:
     names = _remote_class_folders(root)
   if not names:
-    raise ListingError(
-        f"--input_dir {root!r} holds no class folders: expected "
-        "<input_dir>/<class>/<images>")
+    raise InputRootError(
+        f"{root!r} holds no class folders: expected <class>/<images> below it")
   return sorted(names)
 
 
@@ -146,7 +175,7 @@ def _remote_class_folders(root: str) -> List[str]:
         if "/" in relative:
           names.add(relative.split("/", 1)[0])
   except Exception as e:  # noqa: BLE001 - any store's refusal, in one line
-    raise ListingError(f"--input_dir {root!r} cannot be listed: {e}") from e
+    raise InputRootError(f"{root!r} cannot be listed: {e}") from e
   return sorted(n for n in names if n and not is_skipped_folder(n))
 
 
@@ -265,7 +294,7 @@ def _gcs_location(root: str):
   from apache_beam.io.gcp import gcsio
   prefix = root.rstrip("/") + "/"
   bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
-  return FileSystems.get_filesystem(prefix)._gcsIO().client, bucket, blob_prefix
+  return beam_internals.gcs_client(prefix), bucket, blob_prefix
 
 
 def _one_line(error: Exception) -> str:
@@ -319,7 +348,6 @@ class ClassListing:
     self._problems = problems
     self._remote = remote
     self.rest: List[KeyRange] = []
-    self.probes = 0
 
   def __iter__(self) -> Iterator[str]:
     if (self._remote.page_budget <= 0 or is_local(self._root)
@@ -340,7 +368,7 @@ class ClassListing:
         if relative:
           yield relative
       if number >= self._remote.page_budget and blobs.next_page_token and last:
-        self.rest, self.probes = split_key_space(
+        self.rest, _ = split_key_space(
             gcs.first_name_from, self._class_name, gcs.class_prefix, last,
             self._remote.parts, self._remote.max_probes)
         return
@@ -450,15 +478,12 @@ def _successor(prefix: str) -> Optional[str]:
   return None
 
 
-def class_of(relative_path: str) -> str:
-  """The class folder a relative path belongs to."""
-  return relative_path.split("/", 1)[0]
-
-
 def resolve_classes(found: Sequence[str], requested: Sequence[str] | None) -> List[str]:
-  """Applies `--class_names`: restricts and orders the classes, like Keras.
+  """Applies the classes asked for (`requested`, None: all): restricts and
+  orders the classes, like Keras's `class_names`.
 
-  Raises ListingError naming the requested classes that do not exist, or the
+  Raises ClassNamesError naming the requested classes that are not among
+  `found` (or one asked for twice), and UnstorableClassNameError naming the
   classes used whose names would not come back intact (`class_name_problem`).
   """
   if not requested:
@@ -466,11 +491,12 @@ def resolve_classes(found: Sequence[str], requested: Sequence[str] | None) -> Li
   else:
     missing = [c for c in requested if c not in set(found)]
     if missing:
-      raise ListingError(
-          f"--class_names names folders that are not in --input_dir: {missing}; "
-          f"found: {list(found)[:20]}")
-    if len(set(requested)) != len(requested):
-      raise ListingError("--class_names lists a class twice")
+      raise ClassNamesError(
+          f"{missing}: not class folders of the input; found: {list(found)[:20]}")
+    counts = collections.Counter(requested)
+    twice = [name for name, count in counts.items() if count > 1]
+    if twice:
+      raise ClassNamesError(f"{twice}: each asked for more than once")
     classes = list(requested)
   check_class_names(classes)
   return classes
@@ -492,19 +518,16 @@ def class_name_problem(name: str) -> Optional[str]:
 
 
 def check_class_names(classes: Sequence[str]) -> None:
-  """Raises ListingError naming (with repr, so a line break shows) each class
-  whose name would not come back intact, before any job starts."""
+  """Raises UnstorableClassNameError naming (with repr, so a line break
+  shows) each class whose name would not come back intact, before any job
+  starts."""
   bad = [(name, problem) for name in classes
          for problem in [class_name_problem(name)] if problem]
   if bad:
     shown = "; ".join(f"{name!r} {problem}" for name, problem in bad[:5])
     more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-    raise ListingError(
+    raise UnstorableClassNameError(
         f"class folder names that cannot be stored one per line in "
         f"class_names.txt and TFDS's label.labels.txt: {shown}{more}; rename "
-        f"the folders, or leave them out with --class_names (the classes to "
-        f"keep, comma-separated)")
-
-
-def basename(path: str) -> str:
-  return posixpath.basename(path)
+        f"the folders, or leave them out of the classes asked for",
+        [name for name, _ in bad])

@@ -29,13 +29,13 @@ import tempfile
 import time
 from typing import List, Tuple
 
-from exemplar.transforms import decoding, listing
+from exemplar.transforms import decode_tasks, decoding, listing
 
 CHUNK = 64  # files per decode task
 SETTINGS = decoding.ImageSettings()  # exemplar's defaults: 256x256 bilinear png
 
 
-def all_tasks(root: str, limit: int = 0) -> List[decoding.DecodeTask]:
+def all_tasks(root: str, limit: int = 0) -> List[decode_tasks.DecodeTask]:
   """The decode tasks of `--samples_per_class all`, the first `limit` images."""
   tasks, images = [], 0
   for label, class_name in enumerate(listing.list_class_folders(root)):
@@ -44,7 +44,7 @@ def all_tasks(root: str, limit: int = 0) -> List[decoding.DecodeTask]:
       if limit and images >= limit:
         return tasks
       chunk = paths[start:start + CHUNK]
-      tasks.append(decoding.DecodeTask(class_name, label, chunk, len(chunk), start))
+      tasks.append(decode_tasks.DecodeTask(class_name, label, chunk, len(chunk), start))
       images += len(chunk)
   return tasks
 
@@ -64,7 +64,7 @@ def _loop_chunk(args: Tuple[str, List[str]]) -> Tuple[int, float, float]:
   started = time.time()
   done = 0
   for relative_path in relative_paths:
-    raw = decoding.read_file(os.path.join(root, relative_path))
+    raw = decode_tasks.read_file(os.path.join(root, relative_path))
     if not isinstance(raw, str) and not isinstance(_DECODER.decode(raw), str):
       done += 1
   return done, started, time.time()

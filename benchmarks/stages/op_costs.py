@@ -23,7 +23,7 @@ import hashlib
 import os
 import time
 
-from exemplar.transforms import contact_sheet, decoding, listing, writing
+from exemplar.transforms import contact_sheet, decode_tasks, decoding, listing, writing
 
 
 def per_image_ms(function, inputs) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     paths.extend(os.path.join(root, p) for p in sorted(listing.walk_class_folder(root, class_name)))
     if len(paths) >= args.limit:
       break
-  raws = [decoding.read_file(p) for p in paths[:args.limit]]
+  raws = [decode_tasks.read_file(p) for p in paths[:args.limit]]
   settings = decoding.ImageSettings()
   jpeg_settings = decoding.ImageSettings(image_format="jpeg")
   spec = [tf.TensorSpec([], tf.string)]
@@ -67,7 +67,7 @@ def main() -> None:
   tensors = [tf.constant(raw) for raw in raws]
   pixels = [decoding.to_uint8(decode_resize(t)).numpy() for t in tensors]
   result = decoding.ImageDecoder(settings).decode(raws[0])
-  image = decoding.decoded_image("c", 0, 0, "c/x.jpg", "/c/x.jpg", result)
+  image = decode_tasks.decoded_image("c", 0, 0, "c/x.jpg", "/c/x.jpg", result)
 
   figures = {
       "decode_resize": per_image_ms(lambda t: decode_resize(t).numpy(), tensors),

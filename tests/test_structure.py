@@ -1,0 +1,222 @@
+"""exemplar's module structure: no import cycles, no process-wide side effects
+in library code.
+
+Every module of pipeline/ (-> exemplar), transforms/ (-> exemplar.transforms)
+and configs/ (-> exemplar.configs) is parsed with ast, and every import of an
+exemplar module counts, at module level and inside functions alike (a
+function-level import only defers a cycle to run time).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import subprocess
+import sys
+import warnings
+from typing import Dict, List, Set
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Repository folder -> the package it installs as (setup.py's package_dir).
+PACKAGES = {"pipeline": "exemplar", "transforms": "exemplar.transforms",
+            "configs": "exemplar.configs"}
+# Where a process-wide setting may be changed: the commands' entry points.
+CLI_FUNCTIONS = {("exemplar.main", "main"), ("exemplar.main", "configure_logging"),
+                 ("exemplar.inspect_cli", "main")}
+
+
+def module_files() -> Dict[str, str]:
+  """{module name: file path} of every exemplar module."""
+  modules = {}
+  for folder, package in PACKAGES.items():
+    for name in sorted(os.listdir(os.path.join(REPO, folder))):
+      if name.endswith(".py"):
+        module = package if name == "__init__.py" else f"{package}.{name[:-3]}"
+        modules[module] = os.path.join(REPO, folder, name)
+  return modules
+
+
+def imported_modules(module: str, path: str, modules: Set[str]) -> Dict[str, int]:
+  """{exemplar module: first line importing it} for one module's imports,
+  at any depth. `from P import x` imports module P.x when there is one,
+  else the name x of P (so P)."""
+  tree = ast.parse(open(path, encoding="utf-8").read(), path)
+  package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+  found: Dict[str, int] = {}
+
+  def add(target: str, line: int) -> None:
+    if target in modules and target != module:
+      found.setdefault(target, line)
+
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        add(alias.name, node.lineno)
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ""
+      if node.level:  # relative: from . import x, from ..y import z
+        parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+      for alias in node.names:
+        submodule = f"{base}.{alias.name}"
+        add(submodule if submodule in modules else base, node.lineno)
+  return found
+
+
+def import_graph() -> Dict[str, Dict[str, int]]:
+  files = module_files()
+  return {module: imported_modules(module, path, set(files))
+          for module, path in files.items()}
+
+
+def find_cycles(graph: Dict[str, Dict[str, int]], limit: int = 50) -> List[List[str]]:
+  """Every elementary import cycle (up to `limit`), each from its smallest
+  module name back to it."""
+  cycles: List[List[str]] = []
+
+  def walk(start: str, path: List[str], on_path: Set[str]) -> None:
+    for target in sorted(graph[path[-1]]):
+      if len(cycles) >= limit:
+        return
+      if target == start:
+        cycles.append(path + [start])
+      elif target > start and target not in on_path:
+        on_path.add(target)
+        walk(start, path + [target], on_path)
+        on_path.discard(target)
+
+  for start in sorted(graph):
+    walk(start, [start], {start})
+  return cycles
+
+
+def describe(graph: Dict[str, Dict[str, int]]) -> str:
+  short = lambda name: name.replace("exemplar.transforms.", "transforms.")  # noqa: E731
+  return "\n".join(f"  {short(module)} -> {', '.join(short(t) for t in sorted(graph[module])) or '-'}"
+                   for module in sorted(graph))
+
+
+def test_the_graph_sees_module_and_function_level_imports():
+  graph = import_graph()
+  assert "exemplar.transforms.decoding" in graph["exemplar.transforms.decode_tasks"]
+  assert "exemplar.runners" in graph["exemplar.options"]  # inside check_runner
+  assert "exemplar.demo" in graph["exemplar.main"]  # inside make_plan
+  assert find_cycles({"a": {"b": 1}, "b": {"c": 1, "a": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [
+      ["a", "b", "a"], ["a", "b", "c", "a"]]
+
+
+def test_no_import_cycles():
+  graph = import_graph()
+  cycles = find_cycles(graph)
+  if cycles:
+    shown = "\n".join("  " + " -> ".join(cycle) for cycle in cycles)
+    pytest.fail(f"import cycles among exemplar's modules:\n{shown}\n"
+                f"the module graph (module- and function-level imports):\n{describe(graph)}")
+
+
+# --- process-wide side effects -----------------------------------------------
+
+
+def side_effect(node: ast.AST) -> str:
+  """What a statement changes for the whole process, or ''."""
+  text = ast.unparse(node)
+  if isinstance(node, ast.Call):
+    name = ast.unparse(node.func)
+    if name in ("logging.basicConfig", "warnings.filterwarnings", "warnings.simplefilter",
+                "warnings.resetwarnings", "os.putenv", "os.environ.setdefault",
+                "os.environ.update", "os.chdir", "os.umask", "sys.setrecursionlimit",
+                "socket.setdefaulttimeout", "multiprocessing.set_start_method"):
+      return text
+    if name.endswith(".setLevel") or name.endswith(".addHandler"):
+      return text
+  if isinstance(node, (ast.Assign, ast.AugAssign)):
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    for target in targets:
+      target_text = ast.unparse(target)
+      if target_text.startswith(("os.environ", "Image.", "PIL.", "sys.", "warnings.",
+                                 "logging.")):
+        return text
+  if isinstance(node, ast.Global):
+    return text
+  return ""
+
+
+def test_library_code_changes_no_process_wide_setting():
+  """logging set-up, environment variables, warnings filters, Pillow's
+  limits, ...: only the commands' entry points may change them."""
+  found = []
+  for module, path in module_files().items():
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    functions = {}
+    for parent in ast.walk(tree):
+      if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        for child in ast.walk(parent):
+          functions.setdefault(child, parent.name)
+    for node in ast.walk(tree):
+      what = side_effect(node)
+      if what and (module, functions.get(node, "")) not in CLI_FUNCTIONS:
+        found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}: {what}")
+  # A lazily built cache is module state, not a setting of the process.
+  found = [f for f in found if not f.endswith("global _DASK")]
+  assert not found, "process-wide side effects in library code:\n" + "\n".join(found)
+
+
+def test_importing_exemplar_leaves_the_process_alone():
+  """In a fresh interpreter: importing every exemplar module changes no
+  logging, environment, warnings filter or Pillow setting."""
+  modules = sorted(module_files())
+  script = f"""
+import logging, os, sys, warnings
+import apache_beam, numpy, yaml
+from PIL import Image
+def state():
+  root = logging.getLogger()
+  return (list(root.handlers), root.level, dict(os.environ), list(warnings.filters),
+          Image.MAX_IMAGE_PIXELS, sys.getrecursionlimit())
+before = state()
+import importlib
+for name in {modules!r}:
+  importlib.import_module(name)
+after = state()
+names = ("root handlers", "root level", "environment", "warnings filters",
+         "Image.MAX_IMAGE_PIXELS", "recursion limit")
+changed = [n for n, b, a in zip(names, before, after) if b != a]
+print("changed:", changed)
+sys.exit(1 if changed else 0)
+"""
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+
+
+def test_reading_a_huge_header_leaves_pillow_settings_alone():
+  """The size of an image far beyond Pillow's decompression-bomb limit is
+  read without changing Image.MAX_IMAGE_PIXELS and without a warning."""
+  import struct
+  import zlib
+  from PIL import Image
+  from exemplar.transforms import headers
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data)))
+
+  def png_header(width: int, height: int) -> bytes:
+    """A PNG's header and end, no pixels: what a crafted file claims."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+  limit = Image.MAX_IMAGE_PIXELS
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # any warning fails the test
+    assert headers.header_size(png_header(100_000, 90_000)) == (90_000, 100_000)
+    assert headers.header_size(png_header(12_000, 10_000)) == (10_000, 12_000)
+    assert headers.exif_orientation(png_header(100_000, 90_000)) == 1
+    assert headers.header_size(b"not an image") is None
+  assert Image.MAX_IMAGE_PIXELS == limit
+  # Pillow's own open still refuses it: its setting is untouched.
+  with pytest.raises(Image.DecompressionBombError):
+    Image.open(io.BytesIO(png_header(100_000, 90_000)))

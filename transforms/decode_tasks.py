@@ -1,0 +1,212 @@
+"""Stage 4's plan and its running: which files each decode task tries, in
+what order, on which threads.
+
+A `DecodeTask` is some ranks of one class and their candidates, best first
+(`task_candidates` deals a class's seeded candidates out to its tasks;
+transforms/writing.py makes the tasks). `TaskDecoder` runs one: it reads each
+candidate (`read_file`, any Beam file system), decodes it with
+transforms/decoding.py's `ImageDecoder` and stops at the task's `need`; when
+every candidate failed it lists the class again for more of the same seeded
+sequence. `in_order` and `decode_pool` run many tasks on a thread pool, in
+order, with bounded look-ahead.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import os
+import threading
+import time
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Sequence, Tuple, Union
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from exemplar.transforms import contact_sheet, listing, sampling
+from exemplar.transforms.decoding import (DecodedImage, DecodeFailure, DecodeResult,
+                                          ImageDecoder, first_line)
+
+# Decoding threads per worker: two per core (at most 16). Each thread also
+# spends time holding the GIL (reading, hashing, thumbnails) or waiting for
+# TF's inter-op threads, so one per core left the cores ~25% idle: on 2 cores,
+# 4 threads made `all` 9-14% faster than 2; 6 or 8 gained nothing more.
+DECODE_THREADS = max(1, min(16, 2 * (os.cpu_count() or 1)))
+
+
+class DecodeTask(NamedTuple):
+  """Some ranks of one class and their candidates, best first; decode until
+  `need` succeed.
+
+  The task's ranks are first_rank, + stride, ... (`need` of them). Its
+  candidates are the class's seeded positions of those ranks, then its spares:
+  positions spare_start, + spare_stride, ... A task whose `seen` (files in the
+  class) is above what its class sample held may draw more of the same
+  sequence from a new listing; seen 0: never. Candidates are relative to
+  `root` (the class's ClassSample.root; '' or a whole path: used as is).
+  """
+  class_name: str
+  label: int
+  candidates: List[str]  # relative paths, in sampling-priority order
+  need: int
+  first_rank: int
+  seen: int = 0
+  stride: int = 1
+  spare_start: int = -1  # -1: right after the ranks (one task for the class)
+  spare_stride: int = 1
+  root: str = ""  # '' : the TaskDecoder's root
+
+
+def spare_start(task: DecodeTask) -> int:
+  """The seeded position of a task's first spare."""
+  if task.spare_start < 0:  # one task for the class: right after its ranks
+    return task.first_rank + task.need * task.stride
+  return task.spare_start
+
+
+def task_candidates(class_candidates: Sequence[str], task: DecodeTask) -> List[str]:
+  """A task's candidates among its class's seeded candidates: the positions of
+  its ranks, then of its spares."""
+  count = len(class_candidates)
+  ranks = range(task.first_rank, task.first_rank + task.need * task.stride, task.stride)
+  positions = [p for p in ranks if p < count]
+  positions += range(spare_start(task), count, task.spare_stride)
+  return [class_candidates[p] for p in positions]
+
+
+def read_file(path: str) -> Union[bytes, str]:
+  """The file's bytes, or a failure reason (a str) if it cannot be read."""
+  try:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      return f.read()
+  except Exception as e:  # noqa: BLE001 - any file system's read error is a recorded skip
+    return f"unreadable: {first_line(str(e))}"
+
+
+def decoded_image(class_name: str, label: int, rank: int, relative_path: str,
+                  source_path: str, result: DecodeResult) -> DecodedImage:
+  return DecodedImage(
+      class_name=class_name, label=label, rank=rank,
+      relative_path=relative_path, source_path=source_path,
+      encoded=result.encoded, source_height=result.source_height,
+      source_width=result.source_width, sha256=result.sha256,
+      thumbnail=result.thumbnail)
+
+
+def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
+  """Threads for decoding: TF's decode, resize and encode release the GIL, so
+  a few threads use every core of an in-process run, with no worker
+  processes to start and no images copied between them."""
+  return concurrent.futures.ThreadPoolExecutor(
+      DECODE_THREADS, thread_name_prefix="decode")
+
+
+def decode_file(decoder: ImageDecoder, source_path: str, thumbnail_size: int = 0):
+  """Reads and decodes one file: (DecodeResult or failure reason, msec)."""
+  started = time.monotonic()
+  raw = read_file(source_path)
+  result = raw if isinstance(raw, str) else decoder.decode(raw, thumbnail_size)
+  return result, int((time.monotonic() - started) * 1000)
+
+
+def in_order(pool, work, items: Iterable, lookahead: int) -> Iterator:
+  """Yields work(item) for each item, in order, running up to `lookahead`
+  items ahead on `pool`'s threads: cores busy, memory bounded."""
+  pending = collections.deque()
+  items = iter(items)
+  for item in itertools.islice(items, lookahead):
+    pending.append(pool.submit(work, item))
+  while pending:
+    result = pending.popleft().result()
+    for item in itertools.islice(items, 1):
+      pending.append(pool.submit(work, item))
+    yield result
+
+
+# What TaskDecoder returns for a task, in order: ("decoded", msec,
+# DecodedImage), ("failed", msec, DecodeFailure) or ("refill", 0, None).
+TaskEvent = Tuple[str, int, object]
+
+
+class TaskDecoder:
+  """DecodeTask -> its events, in order. Plain Python, safe to call from
+  several threads at once (the traced TF function is).
+
+  Walks a task's candidates in priority order and stops at `need` decoded
+  images, so a broken pick is replaced by the task's next candidate (with one
+  task per class: the class's next in seeded order) and the result stays
+  deterministic.
+  """
+
+  def __init__(self, input_root: str, decoder: ImageDecoder, seed: int,
+               thumbnail_ranks: int = 0,
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
+    self._root = listing.normalize_root(input_root)
+    self._decoder = decoder
+    self._seed = seed
+    # Images ranked below `thumbnail_ranks` in their class carry a thumbnail.
+    self._thumbnail_ranks = thumbnail_ranks
+    self._thumbnail_size = thumbnail_size
+    # {class: (candidates held, seeded candidates)} from re-listings, shared by
+    # the class's tasks on this worker's threads.
+    self._listed: Dict[str, Tuple[int, List[str]]] = {}
+    self._lock = threading.Lock()  # guards _class_locks
+    self._class_locks: Dict[str, threading.Lock] = {}
+
+  def __call__(self, task: DecodeTask) -> List[TaskEvent]:
+    events: List[TaskEvent] = []
+    stored, tried = 0, 0
+    candidates = list(task.candidates)
+    while stored < task.need:
+      if tried == len(candidates):
+        more = self._more_candidates(task, candidates)
+        if len(more) > len(candidates):
+          events.append(("refill", 0, None))
+        candidates = more
+        if tried == len(candidates):
+          break  # the class has no more files
+      relative_path = candidates[tried]
+      tried += 1
+      source_path = listing.join(task.root or self._root, relative_path)
+      rank = task.first_rank + stored * task.stride
+      result, msec = decode_file(
+          self._decoder, source_path,
+          self._thumbnail_size if rank < self._thumbnail_ranks else 0)
+      if isinstance(result, str):
+        events.append(("failed", msec, DecodeFailure(
+            task.class_name, relative_path, source_path, result)))
+        continue
+      events.append(("decoded", msec, decoded_image(
+          task.class_name, task.label, rank, relative_path, source_path, result)))
+      stored += 1
+    return events
+
+  def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
+    """More of the task's seeded sequence, when every candidate it held failed.
+
+    Lists the class again (one listing at a time per class on this worker;
+    the class's other tasks reuse it when it is long enough) and takes twice
+    as many of the task's candidates, the first ones being those already
+    tried, so the picks stay deterministic.
+    """
+    if task.seen <= len(candidates):
+      return candidates
+    wanted = 2 * len(candidates) + task.need
+    capacity = spare_start(task) + max(0, wanted - task.need) * task.spare_stride + 1
+    with self._lock:
+      class_lock = self._class_locks.setdefault(task.class_name, threading.Lock())
+    with class_lock:  # the class's other tasks wait for this listing
+      cached = self._listed.get(task.class_name)
+      if cached is None or cached[0] < min(capacity, task.seen):
+        # A little more than this task needs covers its sibling tasks too
+        # (their spares start up to one spare_stride later).
+        sample = sampling.sample_paths(
+            listing.walk_class_folder(task.root or self._root, task.class_name), self._seed,
+            max(capacity + task.spare_stride, cached[0] * 2 if cached else 0))
+        cached = (len(sample.candidates), [path for _, path in sample.candidates])
+        self._listed[task.class_name] = cached
+    more = task_candidates(cached[1], task)
+    if more[:len(candidates)] != candidates:  # the folder changed under us
+      return candidates
+    return more
