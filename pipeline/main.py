@@ -38,13 +38,21 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
   source paths name the file from any working directory. Raises ListingError
   or UsageError, each with a one-line reason.
   """
+  output_dir = fileio.absolute(config.output_dir)
+  if config.input_list is not None:
+    input_list = fileio.absolute(config.input_list)
+    if not fileio.exists(input_list):
+      raise UsageError(f"--input_list {input_list} does not exist")
+    if config.class_names:
+      listing.check_class_names(config.class_names)
+    return assemble.RunPlan(input_dir=None, output_dir=output_dir,
+                            class_names=config.class_names, input_list=input_list)
   input_dir = config.input_dir
   if input_dir is None:
     from exemplar import demo
     input_dir = demo.ensure_demo_tree()
     _LOGGER.info("No --input_dir: using the demo tree at %s", input_dir)
   input_dir = fileio.absolute(input_dir)
-  output_dir = fileio.absolute(config.output_dir)
   if fileio.is_within(output_dir, input_dir):
     raise UsageError(
         f"--output_dir {output_dir} is inside --input_dir {input_dir}: the next "
@@ -148,12 +156,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     config, beam_args = parse_args(argv)
     plan = make_plan(config)
     lock = commit.claim_output(plan.output_dir, config.overwrite)
+    plan = dataclasses.replace(plan, run_id=lock.holder.token)
+  except listing.InputRootError as e:
+    # Library errors name the path or the names at fault first; the command
+    # line names the flag.
+    print(f"exemplar: error: --input_dir {one_line(e)}", file=sys.stderr)
+    return 2
+  except listing.ClassNamesError as e:
+    print(f"exemplar: error: --class_names {one_line(e)}", file=sys.stderr)
+    return 2
+  except listing.UnstorableClassNameError as e:
+    print(f"exemplar: error: {one_line(e)} (--class_names: the classes to keep, "
+          "comma-separated)", file=sys.stderr)
+    return 2
   except (UsageError, listing.ListingError) as e:
     print(f"exemplar: error: {one_line(e)}", file=sys.stderr)
     return 2
   except (commit.OutputError, commit.OutputLocked) as e:
-    # Library errors name the folder first; the command line names the flag.
-    print(f"exemplar: error: --output_dir {one_line(e)}", file=sys.stderr)
+    hint = ("; pass --overwrite to replace it"
+            if isinstance(e, commit.DatasetExists) else "")
+    print(f"exemplar: error: --output_dir {one_line(e)}{hint}", file=sys.stderr)
     return 2
   try:
     return run_and_report(config, plan, beam_args)
@@ -164,8 +186,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
                    beam_args: Sequence[str]) -> int:
   """Runs the job on a claimed output folder; prints the report; the exit code."""
-  _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
-               config.samples_per_class, len(plan.class_names), plan.input_dir)
+  if plan.input_list is None:
+    _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
+                 config.samples_per_class, len(plan.class_names), plan.input_dir)
+  else:
+    _LOGGER.info("Sampling %s image(s) per class from the list %s",
+                 config.samples_per_class, plan.input_list)
   started = time.monotonic()
   try:
     outcome = run(config, plan, beam_args)

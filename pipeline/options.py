@@ -4,9 +4,6 @@
 flags override) into an `ExemplarConfig` and the Beam pipeline options, or
 raises `UsageError` with a one-line message naming the bad flag or value. It
 never touches the input or starts a job, so the CLI is testable on its own.
-
-`ExemplarOptions` is the same set of flags as a Beam `PipelineOptions`
-subclass, so `--help` and option views work as in any Beam pipeline.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from exemplar.transforms import beam_internals
 from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
 
 DEFAULT_OUTPUT_DIR = "exemplar_output"
@@ -51,6 +49,7 @@ class ExemplarConfig:
   exif_transpose: bool
   contact_sheet: bool
   config_file: Optional[str]
+  input_list: Optional[str] = None  # a list file instead of class folders
 
   @property
   def sample_all(self) -> bool:
@@ -60,6 +59,7 @@ class ExemplarConfig:
     """The config as plain data, for summary.json."""
     return {
         "input_dir": self.input_dir,
+        "input_list": self.input_list,
         "output_dir": self.output_dir,
         "samples_per_class": self.samples_per_class,
         "seed": self.seed,
@@ -83,6 +83,10 @@ def _add_exemplar_args(parser) -> None:
   add("--input_dir", default=None,
       help="Root of the <class>/<images> tree, local or any Beam file system "
            "(gs://...). Default: the embedded demo tree.")
+  add("--input_list", default=None,
+      help="A list file instead of class folders: CSV path,label (or Vertex AI's "
+           "[ML_USE,]GCS_FILE_PATH,LABEL) or JSONL; local or gs://. Relative "
+           "paths are relative to its folder.")
   add("--output_dir", default=DEFAULT_OUTPUT_DIR,
       help="Where the shards and metadata go (default: ./%(default)s).")
   add("--samples_per_class", default="1",
@@ -114,14 +118,6 @@ def _add_exemplar_args(parser) -> None:
            "off by default so pixels equal Keras's).")
   add("--no_contact_sheet", dest="contact_sheet", default=True,
       action="store_false", help="Do not write contact_sheet.png.")
-
-
-class ExemplarOptions(PipelineOptions):
-  """exemplar's flags as Beam pipeline options."""
-
-  @classmethod
-  def _add_argparse_args(cls, parser):
-    _add_exemplar_args(parser)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -162,7 +158,7 @@ def first_line(error: BaseException) -> str:
 
 def _config_defaults(data: Dict[str, Any], parser) -> Tuple[Dict[str, Any], List[str]]:
   """Splits a config mapping into our flag defaults and Beam flags."""
-  known = {a.dest for a in parser._actions}
+  known = beam_internals.argparse_dests(parser)
   defaults, beam_args = {}, []
   for key, value in data.items():
     if key == "pipeline_options":
@@ -246,19 +242,7 @@ def _beam_option_parser() -> argparse.ArgumentParser:
   except ImportError:
     pass
   parser = _OneLineParser(allow_abbrev=False, add_help=False)
-  seen = set()
-
-  def register(cls):
-    for sub in cls.__subclasses__():
-      if sub not in seen:
-        seen.add(sub)
-        if sub is not ExemplarOptions:
-          try:
-            sub._add_argparse_args(parser)
-          except argparse.ArgumentError:
-            pass  # an option registered by two classes
-        register(sub)
-  register(PipelineOptions)
+  beam_internals.add_all_pipeline_options(parser)
   return parser
 
 
@@ -362,8 +346,15 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
   input_dir = args.input_dir
   if input_dir is not None and not str(input_dir).strip():
     raise UsageError("--input_dir is empty")
+  input_list = args.input_list
+  if input_list is not None:
+    if not str(input_list).strip():
+      raise UsageError("--input_list is empty")
+    if input_dir is not None:
+      raise UsageError("--input_dir and --input_list cannot be used together")
   return ExemplarConfig(
       input_dir=input_dir,
+      input_list=input_list,
       output_dir=str(args.output_dir),
       samples_per_class=samples_per_class,
       seed=_int("seed", args.seed, -(2**127), 2**127 - 1),

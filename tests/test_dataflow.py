@@ -25,7 +25,8 @@ BUCKET = "exemplar-dataflow"
 JOB_NAME = "exemplar-offline-test"
 # The steps a Dataflow user sees (full labels of the pipeline's transforms).
 OUR_STEPS = ("Sample/ListAndSample", "Sample/MergeSamples",
-             "DecodeAndWriteShards/DecodeAndWriteShard", "TransformGraph/BuildAndCopy", "Finalize")
+             "WriteDataset/DecodeAndWriteShards/DecodeAndWriteShard",
+             "WriteDataset/TransformGraph/BuildAndCopy", "WriteDataset/Finalize")
 
 
 @pytest.fixture(scope="module")

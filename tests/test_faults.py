@@ -80,6 +80,12 @@ def listdir(folder: str) -> List[str]:
     return []
 
 
+def staged(staging: str) -> List[str]:
+  """The file names in the staging folder (each run stages in a folder of
+  its own below it)."""
+  return [name for _, _, names in os.walk(staging) for name in names]
+
+
 def shard_names(folder: str) -> List[str]:
   return sorted(n for n in listdir(folder) if n.startswith(SHARD_PREFIX))
 
@@ -139,13 +145,13 @@ def test_kill_while_writing_shards_then_rerun(tree, reference, tmp_path):
   staging = os.path.join(out, STAGING)
 
   def writing_shards() -> bool:
-    return any(SHARD_PREFIX in name for name in listdir(staging))
+    return any(SHARD_PREFIX in name for name in staged(staging))
 
   run_and_kill(["--input_dir", tree, "--output_dir", out] + ARGS, writing_shards,
                "a shard appeared in the staging folder")
   # Killed mid-write: staged pieces exist, nothing is in the output folder.
   assert os.path.isdir(staging)
-  assert any(SHARD_PREFIX in name for name in listdir(staging))
+  assert any(SHARD_PREFIX in name for name in staged(staging))
   # The kill left the lock (taken over by the next run) and the staging folder.
   assert shard_names(out) == [] and sorted(listdir(out)) == [LOCK, STAGING]
   assert_not_finished(out)
@@ -175,7 +181,7 @@ def test_kill_during_commit_over_an_old_dataset_then_rerun(tree, reference, tmp_
   assert 0 < len(new_in) < NUM_SHARDS, "the kill missed the commit's moves"
   assert not set(old_shards) & set(os.listdir(out))  # old files go first
   assert not os.path.exists(os.path.join(out, "dataset_info.json"))  # moved last
-  assert os.listdir(os.path.join(out, STAGING))  # the rest is still staged
+  assert staged(os.path.join(out, STAGING))  # the rest is still staged
   assert_not_finished(out)
 
   assert run_cli(["--input_dir", tree, "--output_dir", out] + ARGS) == 0

@@ -275,7 +275,7 @@ def test_listing_on_gcs_matches_local_disk(trees):
 def test_write_file_atomically_on_gcs_is_all_or_nothing(gcs):
   from apache_beam.io.filesystems import FileSystems
 
-  from exemplar.transforms.writing import write_file_atomically
+  from exemplar.transforms.fileio import write_file_atomically
   path = f"gs://{OUT_BUCKET}/atomic/file.bin"
 
   def failing():
@@ -420,7 +420,6 @@ def test_a_large_class_is_listed_in_key_ranges_that_cover_it_once(large_tree):
   assert len(first) == 19 and len(cut.rest) >= 4  # 20 objects (one hidden), then cut
   pieces = [list(listing.walk_key_range(remote, r)) for r in cut.rest]
   assert sorted(first + sum(pieces, [])) == expected  # every image, once
-  assert cut.probes <= listing.RemoteListing().max_probes
   whole = listing.ClassListing(remote, "big", remote=listing.RemoteListing(
       page_size=10, page_budget=0))
   assert sorted(whole) == expected and whole.rest == []
@@ -430,7 +429,7 @@ def test_key_ranges_give_the_same_sample_as_one_listing(large_tree):
   import apache_beam as beam
   from apache_beam.testing.util import assert_that, equal_to
 
-  from exemplar.assemble import SampleImageFolder
+  from exemplar import ClassSample, Pick, SampleImageFolder
   from exemplar.transforms import listing, sampling
   local, remote = large_tree
   classes = ["big", "small"]
@@ -441,9 +440,14 @@ def test_key_ranges_give_the_same_sample_as_one_listing(large_tree):
   cut = listing.RemoteListing(page_size=10, page_budget=1, parts=4)
   from apache_beam.metrics.metric import MetricsFilter
   p = beam.Pipeline()
-  sampled = p | SampleImageFolder(remote, classes, seed=3, capacity=7, remote=cut)
-  assert_that(sampled["samples"], equal_to(sorted(expected.items())))
-  assert_that(sampled["failures"], equal_to([]), label="NoFailures")
+  # k=3 and 4 spares: the same 7 candidates.
+  sampled = p | SampleImageFolder(remote, 3, seed=3, spares=4, class_names=classes,
+                                  remote=cut)
+  assert_that(sampled, equal_to([
+      ClassSample(c, remote, s.seen, 3,
+                  tuple(Pick(rank, rel, f"{remote}/{rel}")
+                        for rank, (_, rel) in enumerate(s.candidates)), True)
+      for c, s in sorted(expected.items())]))
   result = p.run()
   result.wait_until_finish()
   ranges = result.metrics().query(

@@ -159,7 +159,7 @@ def test_failure_after_success_marker_is_not_a_failed_commit(tmp_path, monkeypat
   cannot be removed afterwards is a warning, not an error."""
   from exemplar.transforms import commit, fileio
   out = str(tmp_path / "out")
-  staged = os.path.join(out, ".exemplar-staging")
+  staged = os.path.join(out, ".exemplar-staging", "run-1")
   write_files(staged, {"manifest.csv": b"rows", "summary.json": b'{"shards": []}'})
 
   def refuse(folder):

@@ -285,7 +285,9 @@ class WorkerKiller(threading.Thread):
 
   def _shard_written(self) -> bool:
     try:
-      return any(n.startswith("exemplar-train") for n in os.listdir(self.staging))
+      # The run's own folder in the staging folder: .exemplar-staging/<run id>/
+      return any(n.startswith("exemplar-train")
+                 for _, _, names in os.walk(self.staging) for n in names)
     except OSError:
       return False
 

@@ -25,11 +25,12 @@ commit finishes the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import uuid
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -43,7 +44,7 @@ RECORD_FORMAT = 1
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["OutputError", "OutputLocked", "claim_output", "commit", "is_finished",
+__all__ = ["DatasetExists", "OutputError", "OutputLocked", "claim_output", "commit", "is_finished",
            "own_files", "staging_dir"]
 
 
@@ -52,8 +53,14 @@ class OutputError(ValueError):
   the user's that a run would replace, cannot be written)."""
 
 
-def staging_dir(output_dir: str) -> str:
-  return FileSystems.join(output_dir, STAGING_DIR)
+class DatasetExists(OutputError):
+  """The output folder holds a finished dataset and overwriting was not asked for."""
+
+
+def staging_dir(output_dir: str, run_id: str) -> str:
+  """Where run `run_id` writes everything before its commit: a folder of its
+  own, so runs never mix their files even before the commit's lock."""
+  return FileSystems.join(output_dir, STAGING_DIR, run_id)
 
 
 def _path(output_dir: str, relative: str) -> str:
@@ -142,6 +149,21 @@ def _files_a_run_writes(output_dir: str) -> List[str]:
   return names
 
 
+def _make_folder(output_dir: str) -> None:
+  try:
+    if fileio.is_local(output_dir) and not fileio.exists(output_dir):
+      FileSystems.mkdirs(output_dir)
+  except Exception as e:  # noqa: BLE001 - any file system's refusal
+    raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
+
+
+def check_output(output_dir: str, overwrite: bool) -> None:
+  """The checks of `claim_output`, without the lock and the clean-up (for a
+  WriteDataset in a user's pipeline, whose commit takes the lock)."""
+  _make_folder(output_dir)
+  _check_output(output_dir, overwrite)
+
+
 def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
   """Before a run: lock the folder, check it, clean up after a killed run.
 
@@ -151,11 +173,7 @@ def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
   of the user's under names the run writes, or cannot be written. Nothing of
   a finished dataset is touched here (only at commit time).
   """
-  try:
-    if fileio.is_local(output_dir) and not fileio.exists(output_dir):
-      FileSystems.mkdirs(output_dir)
-  except Exception as e:  # noqa: BLE001 - any file system's refusal
-    raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
+  _make_folder(output_dir)
   try:
     lock = OutputLock(output_dir)
     lock.acquire()
@@ -165,6 +183,11 @@ def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
     raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
   try:
     _check_output(output_dir, overwrite)
+    # Under the lock no other run is writing: staging left here is a dead run's.
+    staging = FileSystems.join(output_dir, STAGING_DIR)
+    if fileio.files_under(staging):
+      _LOGGER.info("Removing %s left by an unfinished earlier run", staging)
+    fileio.remove_tree(staging)
   except BaseException:
     lock.release()
     raise
@@ -173,8 +196,7 @@ def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
 
 def _check_output(output_dir: str, overwrite: bool) -> None:
   if is_finished(output_dir) and not overwrite:
-    raise OutputError(f"{output_dir} already holds a finished dataset; "
-                      "pass overwrite (--overwrite) to replace it")
+    raise DatasetExists(f"{output_dir} already holds a finished dataset")
   own = own_files(output_dir)
   foreign = foreign_files(output_dir, _files_a_run_writes(output_dir), own)
   if foreign:
@@ -189,10 +211,6 @@ def _check_output(output_dir: str, overwrite: bool) -> None:
     fileio.remove([probe])
   except Exception as e:  # noqa: BLE001 - any file system's refusal
     raise OutputError(f"{output_dir} cannot be written: {_first_line(e)}") from e
-  staging = staging_dir(output_dir)
-  if fileio.files_under(staging):
-    _LOGGER.info("Removing %s left by an unfinished earlier run", staging)
-    fileio.remove_tree(staging)
 
 
 def _first_line(error: BaseException) -> str:
@@ -201,7 +219,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _write_record(output_dir: str, files: Dict[str, int], run_id: str) -> None:
-  from exemplar.transforms.writing import write_file_atomically
+  from exemplar.transforms.fileio import write_file_atomically
   record = {"format": RECORD_FORMAT, "run_id": run_id,
             "files": dict(sorted(files.items()))}
   write_file_atomically(_path(output_dir, FILES_RECORD),
@@ -221,7 +239,7 @@ def commit(output_dir: str, run_id: str) -> None:
   Raises OutputError, touching nothing, when a staged file would replace a
   file in the folder that exemplar did not write.
   """
-  staging = staging_dir(output_dir)
+  staging = staging_dir(output_dir, run_id)
   # Hidden entries are scratch (TFT's temp dir, half-written .tmp- files).
   staged = {_relative(staging, path): size
             for path, size in fileio.sizes_under(staging).items()}
@@ -255,9 +273,28 @@ def commit(output_dir: str, run_id: str) -> None:
     f.write(b"")
   try:
     fileio.remove_tree(staging)
+    if fileio.is_local(output_dir):  # the staging folder, when no run is left in it
+      try:
+        os.rmdir(FileSystems.join(output_dir, STAGING_DIR))
+      except OSError:
+        pass
   except Exception as e:  # noqa: BLE001 - the dataset is complete all the same
     _LOGGER.warning("The dataset is complete, but %s could not be removed: %s",
                     staging, _first_line(e))
+
+
+@contextlib.contextmanager
+def commit_lock(output_dir: str, run_id: str) -> Iterator[None]:
+  """Holds the output folder's lock around a commit, unless the run that
+  claimed the folder (the CLI's driver, whose lock token is `run_id`)
+  already holds it. A library pipeline's WriteDataset claims nothing up
+  front, so its commit takes the lock here: two pipelines committing into one
+  folder never interleave (the second fails with OutputLocked)."""
+  if OutputLock.held_by(output_dir, run_id):
+    yield
+    return
+  with OutputLock(output_dir):
+    yield
 
 
 def committed_run(output_dir: str) -> Optional[str]:

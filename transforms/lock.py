@@ -116,6 +116,16 @@ class OutputLock:
     self._generation: Optional[int] = None
     self._held = False
 
+  @staticmethod
+  def held_by(output_dir: str, token: str) -> bool:
+    """Whether the folder's lock file names the holder token `token`."""
+    path = FileSystems.join(output_dir, LOCK_FILE)
+    try:
+      with FileSystems.open(path) as f:
+        return bool(token) and Holder.parse(f.read()).token == token
+    except Exception:  # noqa: BLE001 - no lock file, or unreadable: not held
+      return False
+
   def __enter__(self) -> "OutputLock":
     self.acquire()
     return self

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Sequence
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -31,16 +31,26 @@ from exemplar.transforms.decoding import DecodeFailure, ImageSettings
 from exemplar.transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
     CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT, SUCCESS_MARKER,
     SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
-from exemplar.transforms.writing import ManifestRow, ShardInfo, write_file_atomically
+from exemplar.transforms.fileio import write_file_atomically
+from exemplar.transforms.writing import ManifestRow, ShardInfo
 
 MANIFEST_COLUMNS = list(ManifestRow._fields)
 ERROR_COLUMNS = ["class_name", "relative_path", "source_path", "reason"]
 
 
 class ClassStats(NamedTuple):
-  """Per class, from the sampling stage: files listed and images wanted."""
+  """Per class, from the sampling stage: files listed, images planned and
+  the sample size asked for (None: every file)."""
   seen: int
   planned: int
+  samples_per_class: Optional[int] = None
+
+
+def samples_per_class_of(stats: Mapping[str, ClassStats], config: Dict):
+  """The run's k ('all' for every file), from the classes' samples."""
+  for entry in stats.values():
+    return "all" if entry.samples_per_class is None else entry.samples_per_class
+  return config.get("samples_per_class", "all")
 
 
 def class_names_text(class_names: Sequence[str]) -> str:
@@ -195,29 +205,29 @@ class FinalizeDataset(beam.DoFn):
   commit is idempotent, so a retry ends the same way.
   """
 
-  def __init__(self, staging_dir: str, output_dir: str,
-               class_names: Sequence[str], settings: ImageSettings,
-               samples_per_class, config: Dict, run_id: str):
+  def __init__(self, staging_dir: str, output_dir: str, settings: ImageSettings,
+               config: Dict, run_id: str):
     self._staging_dir = staging_dir
     self._run_id = run_id
     self._final_dir = output_dir
-    self._class_names = list(class_names)
     self._settings = settings
-    self._samples_per_class = samples_per_class
     self._config = config
 
-  def process(self, unused_element, shards, stats, failures, writers_done):
+  def process(self, unused_element, shards, stats, failures, writers_done,
+              class_names):
     del unused_element, writers_done  # they only have to be finished first
+    self._class_names = list(class_names)
     shards = sorted(shards, key=lambda s: s.index)
     num_shards = _num_shards_written(shards)
     shards = self._fill_empty_shards(shards, num_shards)
     rows = sorted((row for s in shards for row in s.rows),
                   key=lambda r: (r.label, r.rank))
     failures = sorted(failures, key=lambda f: (f.class_name, f.relative_path))
-    stats = {name: ClassStats(*value) for name, value in stats.items()}
+    stats = {name: ClassStats(*value) for name, value in stats.items()
+             if name in self._class_names}
     summary = build_summary(
         self._class_names, stats, rows, failures, shards,
-        self._samples_per_class, self._config, package_versions())
+        samples_per_class_of(stats, self._config), self._config, package_versions())
     self._write(CLASS_NAMES_FILE, class_names_text(self._class_names))
     self._write(MANIFEST_FILE, to_csv(MANIFEST_COLUMNS, rows))
     self._write(ERRORS_FILE, to_csv(ERROR_COLUMNS, [
@@ -228,7 +238,8 @@ class FinalizeDataset(beam.DoFn):
         [s.num_examples for s in shards], sum(s.num_bytes for s in shards))
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    commit.commit(self._final_dir, self._run_id)
+    with commit.commit_lock(self._final_dir, self._run_id):
+      commit.commit(self._final_dir, self._run_id)
     yield summary
 
   def _write(self, name: str, text: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from typing import Iterable, List, NamedTuple, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
@@ -134,3 +134,88 @@ class SeededSampleFn(beam.CombineFn):
 
   def extract_output(self, accumulator: PartialSample) -> PartialSample:
     return PartialSample(*accumulator)
+
+
+# --- the sample's public form -------------------------------------------------
+
+
+class Pick(NamedTuple):
+  """One image of a class's seeded sample.
+
+  `rank` is its position in the class's seeded order (0 first). Ranks at or
+  beyond the class's `samples_per_class` are spares: they replace picks that
+  fail to decode, in rank order.
+  """
+  rank: int
+  relative_path: str  # the sampling key: the path below the root ('cat/x.jpg'),
+                      # or the whole path/URI for a file outside any root
+  path: str           # the source file: absolute path or URI
+
+
+class ClassSample(NamedTuple):
+  """One class's seeded sample: what `SampleImageFolder` and `SampleImages`
+  emit, one element per class, and what `WriteDataset` takes.
+
+  `samples_per_class` is the number of picks wanted (k), or None for every
+  file ('all': no spares). `picks` holds up to k + spares picks, best first.
+  `root` is the folder relative paths are below ('' when every path is
+  whole); `relistable` says whether the class can be listed again at
+  `root/class_name` for more candidates when every spare fails (a class
+  folder: yes; a list file: no). `problems` are (relative folder, reason)
+  pairs for sub-folders that could not be listed.
+  """
+  class_name: str
+  root: str
+  files_seen: int
+  samples_per_class: Optional[int]
+  picks: Tuple[Pick, ...]
+  relistable: bool = False
+  problems: Tuple[Tuple[str, str], ...] = ()
+
+  @property
+  def wanted(self) -> int:
+    """How many images the class should yield."""
+    if self.samples_per_class is None:
+      return self.files_seen
+    return min(self.samples_per_class, self.files_seen)
+
+
+class SeededPathSampleFn(beam.CombineFn):
+  """Relative paths of one class, one per element -> their seeded
+  bottom-`capacity` PartialSample (the same as `sample_paths` of them all).
+
+  Paths are hashed in batches: the accumulator keeps a pending list and folds
+  it into the sample once it holds 2 x capacity + 64 paths, so memory stays
+  O(capacity) and each path costs one hash.
+  """
+
+  def __init__(self, seed: int, capacity: int):
+    if capacity < 1:
+      raise ValueError(f"capacity must be >= 1, got {capacity}")
+    self._seed = seed
+    self._capacity = capacity
+
+  def create_accumulator(self) -> Tuple[PartialSample, List[str]]:
+    return PartialSample(0, []), []
+
+  def _fold(self, accumulator) -> Tuple[PartialSample, List[str]]:
+    sample, pending = accumulator
+    if pending:
+      sample = merge_samples(
+          [sample, sample_paths(pending, self._seed, self._capacity)], self._capacity)
+    return sample, []
+
+  def add_input(self, accumulator, relative_path: str):
+    sample, pending = accumulator
+    pending.append(relative_path)
+    if len(pending) >= 2 * min(self._capacity, _PRUNE_LIMIT) + 64:
+      return self._fold((sample, pending))
+    return sample, pending
+
+  def merge_accumulators(self, accumulators):
+    folded = [self._fold((PartialSample(*a[0]), list(a[1]))) for a in accumulators]
+    return merge_samples((s for s, _ in folded), self._capacity), []
+
+  def extract_output(self, accumulator) -> PartialSample:
+    sample, _ = self._fold((PartialSample(*accumulator[0]), list(accumulator[1])))
+    return sample

@@ -25,12 +25,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from exemplar.transforms import beam_internals
 from exemplar.transforms.decoding import ImageSettings, decode_and_resize
+from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.names import TRANSFORM_DIR  # transform_fn/, transformed_metadata/, ...
 
 RAW_METADATA_DIR = "metadata"  # the raw feature spec, for TFTransformOutput
@@ -76,14 +78,14 @@ def build_transform_graph(raw_examples: Sequence[Dict[str, bytes]],
   import tensorflow_transform as tft
   import tensorflow_transform.beam as tft_beam
   from apache_beam.options.pipeline_options import PipelineOptions
-  from apache_beam.runners.portability.fn_api_runner import FnApiRunner
   from tensorflow_transform.tf_metadata import metadata_io
 
   metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
   # A Pipeline resets the process-wide FileSystems options; keep the job's.
-  job_options = FileSystems._pipeline_options
+  job_options = beam_internals.filesystems_options()
   try:
-    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([])) as p:
+    with beam.Pipeline(runner=beam_internals.fn_api_runner(),
+                       options=PipelineOptions([])) as p:
       with tft_beam.Context(temp_dir=scratch_dir):
         transform_fn = (
             (p | "RawExamples" >> beam.Create(list(raw_examples)), metadata)
@@ -98,7 +100,6 @@ def build_transform_graph(raw_examples: Sequence[Dict[str, bytes]],
 def copy_local_tree(local_dir: str, target_dir: str) -> List[str]:
   """Copies every file below `local_dir` to `target_dir` on any Beam file
   system, each written atomically; returns the relative paths, sorted."""
-  from exemplar.transforms.writing import write_file_atomically
   relative = sorted(
       os.path.relpath(os.path.join(root, name), local_dir)
       for root, _, files in os.walk(local_dir) for name in files)
@@ -110,19 +111,18 @@ def copy_local_tree(local_dir: str, target_dir: str) -> List[str]:
 
 
 class BuildTransformGraph(beam.DoFn):
-  """Trigger -> `transform_dir`, once the graph is written there."""
+  """Trigger -> `transform_dir`, once the graph is written there. The class
+  names (label order) and raw examples come as side inputs."""
 
-  def __init__(self, transform_dir: str, class_names: Sequence[str],
-               settings: ImageSettings):
+  def __init__(self, transform_dir: str, settings: ImageSettings):
     self._transform_dir = transform_dir
-    self._class_names = list(class_names)
     self._settings = settings
 
-  def process(self, unused_trigger, raw_examples):
+  def process(self, unused_trigger, raw_examples, class_names):
     local = tempfile.mkdtemp(prefix="exemplar-tft-")
     try:
       out = os.path.join(local, "out")
-      build_transform_graph(raw_examples, self._class_names, self._settings,
+      build_transform_graph(raw_examples, list(class_names), self._settings,
                             out, os.path.join(local, "scratch"))
       copy_local_tree(out, self._transform_dir)
     finally:
@@ -133,16 +133,17 @@ class BuildTransformGraph(beam.DoFn):
 class WriteTransformGraph(beam.PTransform):
   """PCollection[{image_bytes, class_name}] -> [transform_dir], once written.
 
-  `temp_dir` is unused (TFT's scratch lives on the worker's local disk); it
-  is kept so callers need not change.
+  `class_names` is the label order: a list, or a singleton side input
+  (beam.pvalue.AsSingleton) of one when it is known only at run time. TFT's
+  scratch folder lives on the worker's local disk (see the module
+  docstring), so no temporary folder is asked for.
   """
 
-  def __init__(self, transform_dir: str, temp_dir: Optional[str],
-               class_names: Sequence[str], settings: ImageSettings):
+  def __init__(self, transform_dir: str, class_names, settings: ImageSettings):
     super().__init__()
-    del temp_dir
     self._transform_dir = transform_dir
-    self._class_names = list(class_names)
+    self._class_names = (class_names if isinstance(class_names, beam.pvalue.AsSideInput)
+                         else list(class_names))
     self._settings = settings
 
   def expand(self, raw_examples):
@@ -150,8 +151,8 @@ class WriteTransformGraph(beam.PTransform):
         raw_examples.pipeline
         | "Trigger" >> beam.Create([None])
         | "BuildAndCopy" >> beam.ParDo(
-            BuildTransformGraph(self._transform_dir, self._class_names,
-                                self._settings),
-            raw_examples=beam.pvalue.AsList(raw_examples))
+            BuildTransformGraph(self._transform_dir, self._settings),
+            raw_examples=beam.pvalue.AsList(raw_examples),
+            class_names=self._class_names)
         # transform_dir
     )

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from exemplar.transforms import contact_sheet, decoding, fileio, progress
-from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, DecodeTask, ImageSettings
+from exemplar.transforms import beam_internals, contact_sheet, decode_tasks, decoding, progress
+from exemplar.transforms.decode_tasks import DecodeTask
+from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
+from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
+from exemplar.transforms.sampling import ClassSample
 from exemplar.transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
 
 # Keep a shard near this size; TFDS recommends 100-200 MB.
@@ -93,47 +94,6 @@ def serialize_example(image: DecodedImage, settings: ImageSettings) -> bytes:
   return example.SerializeToString(deterministic=True)
 
 
-def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:
-  """Writes `chunks` to `path` all or nothing; returns the bytes written.
-
-  On gs:// the object is written directly: it only appears when its upload
-  completes, and a failed upload is cancelled, so nothing partial or temporary
-  is ever visible (a GCS rename is a batched copy + delete: twice the traffic,
-  and emulators lack batch requests). Every other file system gets a hidden
-  temporary name beside `path`, renamed into place once whole. A second
-  attempt of the same write (a retry, a lost worker's task) replaces the file
-  with the same bytes.
-  """
-  written = 0
-  if FileSystems.get_scheme(path) == "gs":
-    f = FileSystems.create(path)
-    try:
-      for chunk in chunks:
-        f.write(chunk)
-        written += len(chunk)
-    except BaseException:
-      # close() would publish what was uploaded so far; terminate() cancels.
-      try:
-        getattr(f, "_file", f).terminate()  # a CompressedFile wraps the writer
-      except Exception:  # noqa: BLE001 - the upload is abandoned either way
-        pass
-      raise
-    f.close()
-    return written
-  directory, name = FileSystems.split(path)
-  temp_path = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
-  try:
-    with FileSystems.create(temp_path) as f:
-      for chunk in chunks:
-        f.write(chunk)
-        written += len(chunk)
-    FileSystems.rename([temp_path], [path])
-  except BaseException:
-    fileio.remove([temp_path])
-    raise
-  return written
-
-
 class _TFRecordFrames:
   """Frames serialized records as TFRecord (length, crc, data, crc)."""
 
@@ -147,7 +107,7 @@ class _TFRecordFrames:
 def tfrecord_bytes(records: Iterable[bytes]) -> Iterator[bytes]:
   for record in records:
     frames = _TFRecordFrames()
-    _TFRecordUtil.write_record(frames, record)
+    beam_internals.write_tfrecord_record(frames, record)
     yield b"".join(frames.chunks)
 
 
@@ -190,34 +150,38 @@ TASK_RANKS = 16
 
 
 class ShardLayout:
-  """(class offsets, num_shards) for a {class: planned} side-input value.
+  """(labels, class offsets, num_shards) for the side-input values
+  {class: planned} and [class names].
 
   Computed once per side-input value, not per element (with every image kept
   that is millions of images times thousands of classes).
   """
 
-  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings):
+  def __init__(self, num_shards: Optional[int], settings: ImageSettings):
     self._fixed_num_shards = num_shards
-    self._class_names = list(class_names)
     self._settings = settings
-    self._cached = None  # (planned dict, (offsets, num_shards))
+    self._cached = None  # (planned, class_names, (labels, offsets, num_shards))
 
-  def __call__(self, planned: Dict[str, int]) -> Tuple[Dict[str, int], int]:
-    """-> ({class: global index of its first image}, num_shards)."""
-    if self._cached is None or self._cached[0] is not planned:
-      offsets, total = {}, 0
-      for name in self._class_names:
+  def __call__(self, planned: Dict[str, int], class_names: Sequence[str]
+               ) -> Tuple[Dict[str, int], Dict[str, int], int]:
+    """-> ({class: label}, {class: global index of its first image}, num_shards)."""
+    if (self._cached is None or self._cached[0] is not planned
+        or self._cached[1] is not class_names):
+      labels, offsets, total = {}, {}, 0
+      for label, name in enumerate(class_names):
+        labels[name] = label
         offsets[name] = total
         total += planned.get(name, 0)
-      self._cached = (planned, (offsets, resolve_num_shards(
+      self._cached = (planned, class_names, (labels, offsets, resolve_num_shards(
           self._fixed_num_shards, planned, self._settings)))
-    return self._cached[1]
+    return self._cached[2]
 
 
 def class_tasks(class_name: str, label: int, candidates: Sequence[str],
-                planned: int, seen: int, num_shards: int) -> List[DecodeTask]:
-  """A class's seeded candidates -> its decode tasks, in rank order (above)."""
+                planned: int, seen: int, num_shards: int,
+                root: str = "") -> List[DecodeTask]:
+  """A class's seeded candidates -> its decode tasks, in rank order (above).
+  `seen` 0: the class cannot be listed again for more candidates."""
   if planned <= 0:
     return []
   runs = []  # (first rank, ranks): runs of the ranks that share a shard
@@ -229,36 +193,39 @@ def class_tasks(class_name: str, label: int, candidates: Sequence[str],
   # Every file already a candidate: a new listing would find nothing more.
   seen_for_tasks = 0 if len(candidates) >= seen else seen
   if len(runs) == 1:
-    task = DecodeTask(class_name, label, [], runs[0][1], 0, seen_for_tasks, 1)
-    return [task._replace(candidates=decoding.task_candidates(candidates, task))]
+    task = DecodeTask(class_name, label, [], runs[0][1], 0, seen_for_tasks, 1,
+                      root=root)
+    return [task._replace(candidates=decode_tasks.task_candidates(candidates, task))]
   tasks = []
   for index, (first_rank, need) in enumerate(runs):
     task = DecodeTask(class_name, label, [], need, first_rank, seen_for_tasks,
-                      num_shards, planned + index, len(runs))
-    tasks.append(task._replace(candidates=decoding.task_candidates(candidates, task)))
+                      num_shards, planned + index, len(runs), root=root)
+    tasks.append(task._replace(candidates=decode_tasks.task_candidates(candidates, task)))
   return tasks
 
 
-class AssignShards(beam.DoFn):
-  """(class, PartialSample) -> ((shard_index, num_shards), DecodeTask) per task."""
+class AssignShardsFn(beam.DoFn):
+  """ClassSample -> ((shard_index, num_shards), DecodeTask) per task; a class
+  not in the class names is left out."""
 
-  def __init__(self, num_shards: Optional[int], class_names: Sequence[str],
-               settings: ImageSettings, need: Optional[int]):
-    self._layout = ShardLayout(num_shards, class_names, settings)
-    self._labels = {name: label for label, name in enumerate(class_names)}
-    self._need = need
+  def __init__(self, num_shards: Optional[int], settings: ImageSettings):
+    self._layout = ShardLayout(num_shards, settings)
 
-  def process(self, element, planned: Dict[str, int]):
-    class_name, sample = element
-    offsets, num_shards = self._layout(planned)
-    label = self._labels[class_name]
-    paths = [path for _, path in sample.candidates]
-    if self._need is None:  # every file: one task each, no spares
-      tasks = [DecodeTask(class_name, label, [path], 1, rank, 1)
+  def process(self, sample: ClassSample, planned: Dict[str, int],
+              class_names: Sequence[str]):
+    labels, offsets, num_shards = self._layout(planned, class_names)
+    class_name = sample.class_name
+    if class_name not in labels:
+      return
+    label = labels[class_name]
+    paths = [pick.relative_path for pick in sample.picks]
+    if sample.samples_per_class is None:  # every file: one task each, no spares
+      tasks = [DecodeTask(class_name, label, [path], 1, rank, 1, root=sample.root)
                for rank, path in enumerate(paths)]
     else:
-      tasks = class_tasks(class_name, label, paths, min(self._need, sample.seen),
-                          sample.seen, num_shards)
+      tasks = class_tasks(class_name, label, paths, sample.wanted,
+                          sample.files_seen if sample.relistable else 0,
+                          num_shards, sample.root)
     for task in tasks:
       # Every rank of a task lands on the same shard as its first.
       yield ((offsets[class_name] + task.first_rank) % num_shards, num_shards), task
@@ -292,9 +259,9 @@ class DecodeAndWriteShard(beam.DoFn):
   def setup(self):
     decoder = decoding.ImageDecoder(
         self._settings, self._max_pixels, self._exif_transpose)
-    self._decode_task = decoding.TaskDecoder(
+    self._decode_task = decode_tasks.TaskDecoder(
         self._root, decoder, self._seed, self._sheet_per_class, self._thumbnail_size)
-    self._pool = decoding.decode_pool()
+    self._pool = decode_tasks.decode_pool()
 
   def teardown(self):
     pool = getattr(self, "_pool", None)
@@ -313,8 +280,8 @@ class DecodeAndWriteShard(beam.DoFn):
 
     def records() -> Iterator[bytes]:
       # Metrics are counted here, in the bundle's thread (they are thread-local).
-      for events in decoding.in_order(self._pool, self._decode_task, tasks,
-                                      2 * decoding.DECODE_THREADS):
+      for events in decode_tasks.in_order(self._pool, self._decode_task, tasks,
+                                      2 * decode_tasks.DECODE_THREADS):
         for kind, msec, value in events:
           if kind == "refill":
             self._refills.inc()
@@ -347,31 +314,32 @@ class DecodeAndWriteShard(beam.DoFn):
 
 
 class DecodeAndWriteShards(beam.PTransform):
-  """(class, PartialSample) -> tagged outputs 'shards' (ShardInfo), 'failures'
+  """ClassSample -> tagged outputs 'shards' (ShardInfo), 'failures'
   (DecodeFailure) and 'sheet' (DecodedImage: thumbnails for the contact sheet).
 
-  `need` is the images per class, None for every file. `planned_per_class` is
-  a singleton side input {class: images planned}, which places each class's
-  tasks and, when `num_shards` is None, sizes the shards.
+  `planned_per_class` is a singleton side input {class: images planned},
+  which places each class's tasks and, when `num_shards` is None, sizes the
+  shards; `class_names` a singleton side input [name of label i].
   """
 
-  def __init__(self, input_root: str, output_dir: str, num_shards: Optional[int],
-               class_names: Sequence[str], settings: ImageSettings,
-               planned_per_class, need: Optional[int], max_pixels: int = 0,
-               exif_transpose: bool = False, seed: int = 0,
+  def __init__(self, output_dir: str, num_shards: Optional[int],
+               settings: ImageSettings, planned_per_class, class_names,
+               max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
                sheet_per_class: int = 0,
                thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
     super().__init__()
-    self._assign = AssignShards(num_shards, class_names, settings, need)
+    self._assign = AssignShardsFn(num_shards, settings)
     self._write = DecodeAndWriteShard(
-        input_root, output_dir, settings, max_pixels, exif_transpose, seed,
+        "", output_dir, settings, max_pixels, exif_transpose, seed,
         sheet_per_class, thumbnail_size)
     self._planned = planned_per_class
+    self._class_names = class_names
 
   def expand(self, samples):
     return (
         samples
-        | "AssignShards" >> beam.ParDo(self._assign, planned=self._planned)
+        | "AssignShards" >> beam.ParDo(self._assign, planned=self._planned,
+                                       class_names=self._class_names)
         # ((shard_index, num_shards), DecodeTask)
         | "GroupByShard" >> beam.GroupByKey()
         # ((shard_index, num_shards), [DecodeTask]): paths only

@@ -11,7 +11,7 @@ beam:     exemplar's own `SampleImageFolder` transform (class folders ->
 
 Prints `STAGE files=N seconds=S pipeline_seconds=P`. For function, S is the
 loop. For beam, S runs from the first class listing started to the last one
-finished on any worker (a subclass of exemplar's ListAndSampleClass stamps
+finished on any worker (a subclass of exemplar's ListAndSampleClassFn stamps
 them into Beam distribution metrics), so runner and worker start-up are
 outside it; P is the whole pipeline run, start-up included.
 """
@@ -20,7 +20,7 @@ import argparse
 import time
 from typing import Tuple
 
-from exemplar.transforms import decoding, listing, sampling
+from exemplar.transforms import listing, sampling
 
 SEED = 0
 CAPACITY = sampling.capacity_for(1, 4)  # k=1 and exemplar's default 4 spares
@@ -41,10 +41,11 @@ def run_beam(root: str, beam_args) -> Tuple[int, float]:
   from apache_beam.metrics import Metrics
   from apache_beam.metrics.metric import MetricsFilter
   from apache_beam.options.pipeline_options import PipelineOptions
-  from exemplar import assemble, runners
+  from exemplar import runners
+  from exemplar.transforms import sample_images
 
-  class TimedListAndSampleClass(assemble.ListAndSampleClass):
-    """exemplar's ListAndSampleClass, with each listing's start and end recorded."""
+  class TimedListAndSampleClass(sample_images.ListAndSampleClassFn):
+    """exemplar's ListAndSampleClassFn, with each listing's start and end recorded."""
 
     def __init__(self, *args):
       super().__init__(*args)
@@ -64,13 +65,13 @@ def run_beam(root: str, beam_args) -> Tuple[int, float]:
   runner = runners.resolve_runner(options.get_all_options().get("runner"))
   classes = listing.list_class_folders(root)
   p = beam.Pipeline(runner=runner, options=options)
-  # assemble.SampleImageFolder, step for step, with the timed DoFn.
+  # SampleImageFolder, step for step, with the timed DoFn.
   listed = (
       p
-      | "ClassFolders" >> beam.Create([(name, label) for label, name in enumerate(classes)])
+      | "ClassFolders" >> beam.Create(list(classes))
       | "SpreadClassFolders" >> beam.Reshuffle()
       | "ListAndSample" >> beam.ParDo(TimedListAndSampleClass(root, SEED, CAPACITY))
-      .with_outputs(decoding.FAILURES_TAG, main="samples"))
+      .with_outputs(sample_images.PROBLEMS_TAG, sample_images.RANGES_TAG, main="samples"))
   _ = listed.samples | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(CAPACITY))
   result = p.run()
   result.wait_until_finish()

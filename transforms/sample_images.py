@@ -1,0 +1,309 @@
+"""Stages 1-3 as public PTransforms: list images, take each class's seeded sample.
+
+    SampleImageFolder(input_dir, ...)   PBegin -> ClassSample per class folder
+    SampleImages(...)                   (class_name, path) -> ClassSample per class
+
+Both give the same picks for the same files and relative paths: every file's
+priority is a keyed BLAKE2b hash of its path relative to the root
+(transforms/sampling.py), so a class folder listed here and the same files
+read from a list file or any other source sample alike.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+import time
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.display import DisplayDataItem
+
+from exemplar.transforms import listing, progress, sampling
+from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
+
+# The sample size of 'every file': no capacity limit.
+UNBOUNDED = sys.maxsize
+DEFAULT_SPARES = 4
+RANGES_TAG = "ranges"
+PROBLEMS_TAG = "problems"
+
+
+def _capacity(samples_per_class: Optional[int], spares: int) -> int:
+  if samples_per_class is None:
+    return UNBOUNDED
+  return sampling.capacity_for(samples_per_class, spares)
+
+
+def _check_sample_args(samples_per_class, spares: int, seed: int) -> Optional[int]:
+  """'all' or None -> None (every file); else an int >= 1. Raises ValueError."""
+  if samples_per_class in (None, "all"):
+    k = None
+  elif isinstance(samples_per_class, int) and not isinstance(samples_per_class, bool) \
+      and samples_per_class >= 1:
+    k = samples_per_class
+  else:
+    raise ValueError(f"samples_per_class must be an int >= 1 or 'all', "
+                     f"got {samples_per_class!r}")
+  if not isinstance(spares, int) or spares < 0:
+    raise ValueError(f"spares must be an int >= 0, got {spares!r}")
+  if not isinstance(seed, int) or not -(2**127) <= seed < 2**127:
+    raise ValueError(f"seed must be an int that fits in 128 bits, got {seed!r}")
+  return k
+
+
+def to_class_sample(class_name: str, sample: PartialSample, root: str,
+                    samples_per_class: Optional[int], relistable: bool,
+                    problems: Sequence[Tuple[str, str]] = ()) -> ClassSample:
+  """A merged PartialSample -> the class's ClassSample (a pure function)."""
+  picks = tuple(Pick(rank, relative, listing.join(root, relative))
+                for rank, (_, relative) in enumerate(sample.candidates))
+  return ClassSample(class_name, root, sample.seen, samples_per_class, picks,
+                     relistable, tuple(sorted(problems)))
+
+
+class ListAndSampleClassFn(beam.DoFn):
+  """class name -> (class, PartialSample): lists one class folder and samples
+  it right there, so per-file elements never cross a Beam boundary.
+
+  A sub-folder that cannot be listed goes to the 'problems' output as
+  (class, (relative folder, reason)). A gs:// class longer than the listing's
+  page budget is sampled as far as listed, and the rest goes to the 'ranges'
+  output as KeyRanges, to be listed in parallel (ListAndSampleRangeFn).
+  """
+
+  def __init__(self, input_dir: str, seed: int, capacity: int,
+               remote: listing.RemoteListing = listing.RemoteListing()):
+    self._input_dir = input_dir
+    self._seed = seed
+    self._capacity = capacity
+    self._remote = remote
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._classes = Metrics.counter("exemplar", "classes_listed")
+    self._ranges = Metrics.counter("exemplar", "key_ranges_split_off")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
+
+  def process(self, class_name: str) -> Iterator[Tuple[str, PartialSample]]:
+    started = time.monotonic()
+    problems: List[Tuple[str, str]] = []
+    listed = listing.ClassListing(self._input_dir, class_name, problems, self._remote)
+    sample = sampling.sample_paths(listed, self._seed, self._capacity)
+    self._files.inc(sample.seen)
+    self._classes.inc()
+    self._ranges.inc(len(listed.rest))
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("files listed", sample.seen)
+    progress.tick("classes listed")
+    yield class_name, sample
+    for key_range in listed.rest:
+      yield beam.pvalue.TaggedOutput(RANGES_TAG, key_range)
+    for problem in problems:
+      yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (class_name, problem))
+
+
+class ListAndSampleRangeFn(beam.DoFn):
+  """KeyRange -> (class, PartialSample): one key range of a large gs:// class
+  folder, listed and sampled where it is listed."""
+
+  def __init__(self, input_dir: str, seed: int, capacity: int):
+    self._input_dir = input_dir
+    self._seed = seed
+    self._capacity = capacity
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
+
+  def process(self, key_range: listing.KeyRange
+              ) -> Iterator[Tuple[str, PartialSample]]:
+    started = time.monotonic()
+    sample = sampling.sample_paths(
+        listing.walk_key_range(self._input_dir, listing.KeyRange(*key_range)),
+        self._seed, self._capacity)
+    self._files.inc(sample.seen)
+    self._msec.inc(int((time.monotonic() - started) * 1000))
+    progress.tick("files listed", sample.seen)
+    yield key_range[0], sample
+
+
+@beam.typehints.with_input_types(beam.pvalue.PBegin)
+@beam.typehints.with_output_types(ClassSample)
+class SampleImageFolder(beam.PTransform):
+  """PBegin -> PCollection[ClassSample]: one seeded sample per class folder.
+
+  Lists `<input_dir>/<class>/...` with Keras's rules (sorted first-level
+  folders are the classes; nested files belong to their class; Keras's image
+  extensions; hidden and operating-system folders skipped; see README) and
+  takes each class's seeded bottom-k sample where it lists, so per-file
+  elements never cross a Beam boundary: memory is O(k) per class whatever the
+  tree's size. A class folder with no images gives a ClassSample with no
+  picks; sub-folders that cannot be listed are in its `problems`.
+
+  Args:
+    input_dir: the root, a local path or any Beam file system's URI
+      (gs://...). Literal: never a glob.
+    samples_per_class: k >= 1, or 'all' for every file.
+    seed: the sampling seed (an int of at most 128 bits): same files and
+      seed, same picks, on any runner.
+    spares: candidates kept beyond k per class, to replace picks that fail
+      to decode.
+    class_names: the classes to take, in label order (as Keras's
+      `class_names`); default: every class folder, sorted.
+
+  Raises (at construction, before any job starts):
+    ValueError: a bad argument.
+    exemplar.ListingError: `input_dir` is missing or holds no class folder,
+      a class named in `class_names` is not there, or a class's name cannot
+      be kept intact by every reader (a line break, edge white space).
+
+  Example:
+    with beam.Pipeline() as p:
+      (p | exemplar.SampleImageFolder("/data/flowers", samples_per_class=2)
+         | exemplar.WriteDataset("/tmp/flowers_pick", image_size=(128, 128)))
+  """
+
+  def __init__(self, input_dir: str, samples_per_class: Union[int, str] = 1,
+               seed: int = 0, spares: int = DEFAULT_SPARES,
+               class_names: Optional[Sequence[str]] = None,
+               remote: listing.RemoteListing = listing.RemoteListing()):
+    super().__init__()
+    self._k = _check_sample_args(samples_per_class, spares, seed)
+    self._input_dir = listing.normalize_root(input_dir)
+    found = listing.list_class_folders(self._input_dir)
+    self.class_names = tuple(listing.resolve_classes(found, class_names))
+    self._seed = seed
+    self._spares = spares
+    self._remote = remote
+
+  def default_label(self) -> str:
+    k = "all" if self._k is None else self._k
+    return f"SampleImageFolder({posixpath.basename(self._input_dir) or self._input_dir}, k={k})"
+
+  def display_data(self):
+    return {"input_dir": self._input_dir,
+            "samples_per_class": "all" if self._k is None else self._k,
+            "seed": DisplayDataItem(str(self._seed), label="Seed"),
+            "spares": self._spares, "classes": len(self.class_names)}
+
+  def expand(self, pbegin):
+    root, k = self._input_dir, self._k
+    capacity = _capacity(k, self._spares)
+    listed = (
+        pbegin
+        | "ClassFolders" >> beam.Create(list(self.class_names))
+        # class name
+        | "SpreadClassFolders" >> beam.Reshuffle()
+        | "ListAndSample" >> beam.ParDo(
+            ListAndSampleClassFn(root, self._seed, capacity, self._remote)
+        ).with_outputs(PROBLEMS_TAG, RANGES_TAG, main="samples"))
+    # (class, PartialSample): one per listing; (class, (folder, reason));
+    # KeyRange: the rest of a large gs:// class
+    ranges = (
+        listed[RANGES_TAG]
+        | "SpreadKeyRanges" >> beam.Reshuffle()
+        | "ListAndSampleRange" >> beam.ParDo(
+            ListAndSampleRangeFn(root, self._seed, capacity)))
+    # (class, PartialSample): one per key range
+    return (
+        (listed.samples, ranges)
+        | "AllPartialSamples" >> beam.Flatten()
+        | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity))
+        # (class, PartialSample): the class's candidates, best first
+        | "ToClassSample" >> beam.Map(
+            lambda named, problems: to_class_sample(
+                named[0], named[1], root, k, True, problems[named[0]]),
+            problems=beam.pvalue.AsMultiMap(listed[PROBLEMS_TAG]))
+        # ClassSample
+    )
+
+
+def _relative_to(root: str, path: str) -> str:
+  """`path` below `root` as a '/'-separated relative path, else `path` whole."""
+  if root:
+    prefix = root.rstrip("/") + "/"
+    if path.startswith(prefix) and len(path) > len(prefix):
+      return path[len(prefix):]
+  return path
+
+
+def keyed_path(element, root: str) -> Tuple[str, str]:
+  """(class_name, path) or an object with class_name, path and optionally
+  relative_path -> (class_name, sampling key relative to `root`)."""
+  if isinstance(element, tuple) and len(element) == 2:
+    class_name, path = element
+    relative = None
+  else:
+    class_name, path = element.class_name, element.path
+    relative = getattr(element, "relative_path", None)
+  if not isinstance(class_name, str) or not isinstance(path, str):
+    raise TypeError(f"expected (class_name: str, path: str), got {element!r}")
+  if relative is None or listing.join(root, relative) != path:
+    relative = _relative_to(root, path)
+  return class_name, relative
+
+
+@beam.typehints.with_input_types(beam.typehints.Any)
+@beam.typehints.with_output_types(ClassSample)
+class SampleImages(beam.PTransform):
+  """PCollection[(class_name, path)] -> PCollection[ClassSample], one per class.
+
+  The same seeded bottom-k sample as `SampleImageFolder`, of paths from any
+  source (a list file, a database query, another stage of your pipeline).
+  Each path is keyed by its path relative to `root` (or whole, when it is
+  not below `root`), so files listed by `SampleImageFolder(root)` and the
+  same files given here with `root` get the same picks. Duplicate
+  (class, path) elements count once.
+
+  Elements: `(class_name: str, path: str)` tuples, or objects with
+  `class_name`, `path` and optionally `relative_path` attributes (such as
+  `exemplar.ReadImageList`'s `ListedImage`). Paths are literal.
+
+  Args:
+    samples_per_class: k >= 1, or 'all' for every path.
+    seed, spares: as SampleImageFolder.
+    root: the folder paths are keyed relative to ('' : every path whole).
+
+  Raises ValueError at construction for a bad argument, TypeError at run time
+  for an element of another shape.
+
+  Example:
+    with beam.Pipeline() as p:
+      (p | beam.Create([("cat", "/data/cat/1.jpg"), ("dog", "/data/dog/7.png")])
+         | exemplar.SampleImages(samples_per_class=1, root="/data")
+         | exemplar.WriteDataset("/tmp/pick"))
+  """
+
+  def __init__(self, samples_per_class: Union[int, str] = 1, seed: int = 0,
+               spares: int = DEFAULT_SPARES, root: str = ""):
+    super().__init__()
+    self._k = _check_sample_args(samples_per_class, spares, seed)
+    self._seed = seed
+    self._spares = spares
+    self._root = listing.normalize_root(root) if root else ""
+
+  def default_label(self) -> str:
+    return f"SampleImages(k={'all' if self._k is None else self._k}, seed={self._seed})"
+
+  def display_data(self):
+    return {"samples_per_class": "all" if self._k is None else self._k,
+            "seed": DisplayDataItem(str(self._seed), label="Seed"),
+            "spares": self._spares, "root": self._root}
+
+  def expand(self, pcoll):
+    root, k = self._root, self._k
+    return (
+        pcoll
+        | "KeyByClass" >> beam.Map(keyed_path, root=root)
+        # (class_name, relative path)
+        | "CountOnce" >> beam.Distinct()
+        | "Sample" >> beam.CombinePerKey(sampling.SeededPathSampleFn(
+            self._seed, _capacity(k, self._spares)))
+        # (class_name, PartialSample)
+        | "ToClassSample" >> beam.MapTuple(
+            lambda name, sample: to_class_sample(name, sample, root, k, False))
+        # ClassSample
+    )
+
+
+def class_names_of(samples: Iterable[ClassSample]) -> List[str]:
+  """Keras's default label order: the class names, sorted as plain strings."""
+  return sorted({sample.class_name for sample in samples})
