@@ -193,7 +193,7 @@ def csv_header(first_line: str) -> Optional[CsvHeader]:
     return CsvHeader(len(fields), path, label, ml_use)
   if not any(listing.is_image_name(_base_name(f)) for f in fields):
     raise ListFileError(
-        f"the list file's header {first_line.strip()[:200]!r} names no label column "
+        f"header {first_line.strip()[:200]!r} names no label column "
         f"(one of: {', '.join(LABEL_COLUMNS)})")
   return None
 
@@ -725,15 +725,8 @@ class ReadImageList(beam.PTransform):
     self._list_path = fileio.absolute(list_path)
     self._desired_bundle_size = desired_bundle_size
     super().__init__()
-    _check_list_file(self._list_path)
-    self._format = list_format(self._list_path, format)
+    self._format, self._header = check_list_file(self._list_path, format)
     self._folder = list_folder(self._list_path)
-    first = _first_line(self._list_path)
-    if self._format == "jsonl" and first.lstrip().startswith("["):
-      raise ListFileError(
-          f"list file {self._list_path!r} holds a JSON array, not JSON Lines: "
-          "write one object per line")
-    self._header = csv_header(first) if self._format == "csv" else None
 
   def default_label(self) -> str:
     return f"ReadImageList({_base_name(self._list_path)})"
@@ -779,6 +772,28 @@ class ReadImageList(beam.PTransform):
             NumberLinesFn(self._list_path), beam.pvalue.AsSingleton(first_lines)))
     # DecodeFailure per unusable row or path
     return ImageListOutputs(images=merged.images, **{FAILURES_TAG: failures})
+
+
+def check_list_file(list_path: str, format: Optional[str] = None  # noqa: A002
+                    ) -> Tuple[str, Optional[CsvHeader]]:
+  """(format, CSV header or None) of a list file that can be read as one;
+  raises ListFileError (one line) otherwise: missing, a folder, empty, an
+  unknown format, a JSON array, or a CSV header without a label column.
+  Reads only the first line; `ReadImageList` and the command line call it
+  before any job starts."""
+  _check_list_file(list_path)
+  chosen = list_format(list_path, format)
+  first = _first_line(list_path)
+  if chosen == "jsonl" and first.lstrip().startswith("["):
+    raise ListFileError(
+        f"list file {list_path!r} holds a JSON array, not JSON Lines: "
+        "write one object per line")
+  if chosen != "csv":
+    return chosen, None
+  try:
+    return chosen, csv_header(first)
+  except ListFileError as e:  # the header names no label column: name the file
+    raise ListFileError(f"list file {list_path!r}: {e}") from None
 
 
 def _check_list_file(list_path: str) -> None:
