@@ -61,6 +61,7 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan):
       image_format=image.image_format, class_names=plan.class_names,
       num_shards=config.num_shards, max_pixels=config.max_pixels,
       exif_transpose=config.exif_transpose, contact_sheet=config.contact_sheet,
+      overwrite=config.overwrite,
       failures=failures, description=config.describe(), seed=config.seed,
       run_id=plan.run_id)
   # DatasetWritten

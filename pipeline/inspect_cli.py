@@ -37,6 +37,7 @@ from exemplar import dataset_files
 from exemplar.dataset_files import Dataset, DatasetError, NotADatasetError, open_dataset
 from exemplar.records import StoredImage, read_example
 from exemplar.transforms import contact_sheet as sheets
+from exemplar.transforms import fileio
 from exemplar.transforms.names import ERRORS_FILE, MANIFEST_FILE
 from exemplar.verify import Verifier, scan
 
@@ -241,6 +242,8 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
   DatasetError."""
   out = out or sys.stdout
   err = err or sys.stderr
+  if args.contact_sheet:
+    _refuse_existing([args.contact_sheet])
   dataset = open_dataset(args.output_dir)
   out.write(describe(dataset, args.max_rows))
   if not (args.verify or args.contact_sheet):
@@ -287,6 +290,14 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
   return code
 
 
+def _refuse_existing(paths: Sequence[str]) -> None:
+  """The sheet is only ever written as new files: never over a file of
+  yours, nor over a dataset's own (its files record would no longer hold)."""
+  for path in paths:
+    if fileio.exists(path):
+      raise UsageError(f"--contact_sheet: {path} already exists; give a new file name")
+
+
 def _write_sheet(args: InspectArgs, dataset: Dataset, gatherer: SheetGatherer,
                  out: TextIO) -> int:
   cells = gatherer.cells()
@@ -299,6 +310,8 @@ def _write_sheet(args: InspectArgs, dataset: Dataset, gatherer: SheetGatherer,
           dataset.output_dir, config.get("seed"),
           dataset.summary.get("samples_per_class", config.get("samples_per_class"))))
   directory, name = FileSystems.split(args.contact_sheet)
+  _refuse_existing([FileSystems.join(directory or ".", page)
+                    for page in sheets.page_file_names(len(pages), name)])
   paths = sheets.write_pages(directory or ".", pages, first=name)
   out.write(f"\ncontact sheet: {len(cells)} images on {len(paths)} page(s): "
             f"{paths[0]}" + (f" ... {FileSystems.split(paths[-1])[1]}" if len(paths) > 1 else "")

@@ -8,6 +8,7 @@ With no --input_dir it runs on the embedded demo tree. Exit codes: 0 done,
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -43,7 +44,15 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
     input_list = fileio.absolute(config.input_list)
     if not fileio.exists(input_list):
       raise UsageError(f"--input_list {input_list} does not exist")
+    # An empty or folder list, an unknown format, a header without labels:
+    # refused here, before the output folder is claimed (ListFileError).
+    from exemplar.transforms import list_file
+    list_file.check_list_file(input_list)
     if config.class_names:
+      twice = sorted(name for name, count in
+                     collections.Counter(config.class_names).items() if count > 1)
+      if twice:
+        raise listing.ClassNamesError(f"{twice}: each asked for more than once")
       listing.check_class_names(config.class_names)
     return assemble.RunPlan(input_dir=None, output_dir=output_dir,
                             class_names=config.class_names, input_list=input_list)

@@ -30,6 +30,19 @@ def noise_image(rng: np.random.Generator, height: int, width: int,
   return np.ascontiguousarray(big)
 
 
+# Bytes for files the listing stage only names: it never decodes them.
+FAKE_IMAGE = b"not decoded by the listing stage"
+
+
+def touch(root: str, relative: str, data: bytes = FAKE_IMAGE) -> str:
+  """Writes `data` at root/relative ('/'-separated), making its folders."""
+  path = os.path.join(root, *relative.split("/"))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
 def make_tree(root: str, files_per_class: Dict[str, int], seed: int = 0,
               size=(40, 56)) -> List[str]:
   """`root/<class>/img_###.jpg|png` with the given counts; returns relative paths."""

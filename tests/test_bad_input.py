@@ -265,6 +265,7 @@ def odd_run(tmp_path_factory):
   return {"root": root, "out": out, "good": good, "code": code, "seconds": seconds}
 
 
+@pytest.mark.slow
 def test_every_odd_file_is_stored_or_recorded(odd_run):
   out, root = odd_run["out"], odd_run["root"]
   assert odd_run["code"] == 0
@@ -300,6 +301,7 @@ def test_every_odd_file_is_stored_or_recorded(odd_run):
     assert records[row["relative_path"]][1]["filename"] == row["source_path"]
 
 
+@pytest.mark.slow
 def test_summary_names_the_empty_and_failing_classes(odd_run):
   out = odd_run["out"]
   assert (open(os.path.join(out, "class_names.txt"), encoding="utf-8").read()
@@ -348,6 +350,7 @@ def test_odd_run_is_quick(odd_run):
 
 # --- EXIF orientation --------------------------------------------------------
 
+@pytest.mark.slow
 def test_exif_transpose_turns_images_upright(tmp_path):
   root, out = str(tmp_path / "images"), str(tmp_path / "out")
   os.makedirs(os.path.join(root, "c"))
@@ -373,6 +376,7 @@ def test_exif_transpose_turns_images_upright(tmp_path):
       "64", "40")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_decoder_applies_every_exif_orientation_like_pillow(orientation):
   array = asymmetric(12, 20)
@@ -489,6 +493,7 @@ def _nobody_prefix(cwd: str, env: Dict[str, str]) -> List[str]:
   return prefix
 
 
+@pytest.mark.slow
 def test_permission_denied_is_recorded_not_fatal():
   # pytest's tmp_path is private to root; this folder must be open to 'nobody'.
   base = tempfile.mkdtemp(prefix="exemplar-nobody-")
@@ -523,6 +528,7 @@ def test_permission_denied_is_recorded_not_fatal():
 
 # --- spares replace failed picks ---------------------------------------------
 
+@pytest.mark.slow
 def test_broken_picks_are_replaced_by_the_next_candidates(tmp_path):
   """k=3 in a class of 7 whose 1st and 3rd seeded picks are corrupt: the
   next decodable candidates take their places, the same way every run."""

@@ -219,6 +219,7 @@ def test_main_reports_bad_input_dirs_in_one_line(capsys, tmp_path, no_class_fold
   assert not os.path.exists(out_dir)
 
 
+@pytest.mark.slow
 def test_console_script_exits_2_with_one_line(tmp_path, no_class_folders):
   """The installed `exemplar` command, as a user runs it (run concurrently)."""
   assert os.path.exists(EXEMPLAR), EXEMPLAR

@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import make_tree, run_cli
 from tests.test_gcs import GcsEmulator
 
+pytestmark = pytest.mark.slow  # Dataflow job builds and the launcher: seconds each
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "exemplar-dataflow"
 JOB_NAME = "exemplar-offline-test"

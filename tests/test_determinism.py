@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import make_tree, run_cli, write_image
 from exemplar.transforms import listing, sampling
 
+pytestmark = pytest.mark.slow  # whole runs compared byte for byte: seconds each
+
 SEED = 7
 K = 2
 # 'date' has fewer files than K; 'apple' has a nested folder.
@@ -108,7 +110,7 @@ def test_picks_are_the_seeded_bottom_k(tree, default_run):
 
 def test_load_dataset_file_paths_follow_record_order_across_shards(default_run):
   from exemplar import load_dataset
-  ds = load_dataset(default_run)
+  ds = load_dataset(default_run, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   in_records = [r["image/filename"].bytes_list.value[0].decode()
                 for shard in records(default_run).values() for r in shard]
   assert len(in_records) == 3 * K + 1

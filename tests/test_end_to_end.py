@@ -5,8 +5,11 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow  # whole CLI runs: seconds each
 
 
 def test_cli_run_reads_back_through_load_dataset_and_tfds(small_tree, tmp_path, capsys):
@@ -17,7 +20,7 @@ def test_cli_run_reads_back_through_load_dataset_and_tfds(small_tree, tmp_path, 
   assert "6 images from 3 classes" in printed and out in printed
 
   from exemplar import load_dataset
-  ds = load_dataset(out)
+  ds = load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   assert ds.class_names == ["apple", "banana", "cherry"]
   pairs = [(image.numpy(), int(label)) for image, label in ds]
   assert sorted(label for _, label in pairs) == [0, 0, 1, 1, 2, 2]
@@ -90,5 +93,6 @@ def test_every_file_mode_is_byte_identical_across_runners_and_shard_counts(tmp_p
   manifest = list(csv.DictReader(open(os.path.join(outputs["inproc"], "manifest.csv"))))
   assert sorted(row["relative_path"] for row in manifest) == sorted(relative)
   from exemplar import load_dataset
-  labels = sorted(int(label) for _, label in load_dataset(outputs["inproc"]))
+  labels = sorted(int(label) for _, label in load_dataset(
+      outputs["inproc"], batch_size=None, shuffle=False, dtype="uint8", verbose=False))
   assert labels == [0] * 7 + [1] * 5 + [2] * 9

@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import make_tree, run_cli
 
+pytestmark = pytest.mark.slow  # SIGKILLed CLI runs: seconds each
+
 EXEMPLAR = os.path.join(os.path.dirname(sys.executable), "exemplar")
 STAGING = ".exemplar-staging"
 LOCK = ".exemplar-lock"

@@ -231,6 +231,7 @@ def fuzzed_tree(root: str, count: int = 40) -> List[str]:
   return relative
 
 
+@pytest.mark.slow
 def test_pipeline_over_fuzzed_files_accounts_for_every_file(tmp_path):
   root, out = str(tmp_path / "images"), str(tmp_path / "out")
   listed = fuzzed_tree(root)

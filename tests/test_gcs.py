@@ -38,6 +38,8 @@ import pytest
 
 from tests.conftest import make_tree, noise_image, run_cli, write_image
 
+pytestmark = pytest.mark.slow  # the GCS emulator and whole runs on it: seconds each
+
 IN_BUCKET = "exemplar-in"
 OUT_BUCKET = "exemplar-out"
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length",

@@ -90,6 +90,7 @@ def test_labels_and_display_data(tree, tmp_path):
   assert writer.display_data()["image_size"] == "32x48"
 
 
+@pytest.mark.slow
 def test_write_dataset_emits_what_it_wrote_and_the_pipeline_goes_on(tree, tmp_path):
   out = str(tmp_path / "out")
   seen = str(tmp_path / "after.txt")
@@ -103,11 +104,12 @@ def test_write_dataset_emits_what_it_wrote_and_the_pipeline_goes_on(tree, tmp_pa
                            ("empty",))]))
     _ = written | beam.Map(lambda d: open(seen, "w").write(d.output_dir))
   assert open(seen).read() == out
-  ds = exemplar.load_dataset(out)
+  ds = exemplar.load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   assert ds.class_names == ["ant", "bee", "cat", "empty"]
   assert sorted(int(label) for _, label in ds) == [0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.slow
 def test_write_dataset_takes_class_names_from_the_samples(tmp_path, tree):
   out = str(tmp_path / "out")
   rows = [("zebra", os.path.join(tree, "ant", "img_000.jpg")),
@@ -115,7 +117,7 @@ def test_write_dataset_takes_class_names_from_the_samples(tmp_path, tree):
   with TestPipeline() as p:
     _ = (p | beam.Create(rows) | exemplar.SampleImages(1)
          | exemplar.WriteDataset(out, image_size=(8, 8)))
-  ds = exemplar.load_dataset(out)
+  ds = exemplar.load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   assert ds.class_names == ["yak", "zebra"]
   assert sorted((int(label), path) for (_, label), path in zip(ds, ds.file_paths)) == [
       (0, rows[1][1]), (1, rows[0][1])]
@@ -162,3 +164,42 @@ def test_readme_example_runs_in_a_project_with_its_own_pipeline_transforms_confi
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(out / "cli" / "_SUCCESS")
+
+
+def test_bad_library_arguments_are_value_errors_when_built(tmp_path, tree):
+  out = str(tmp_path / "o")
+  for kwargs in ({"num_shards": 2.7}, {"num_shards": "2"}, {"num_shards": True},
+                 {"image_size": "88"}, {"image_size": (8.5, 8)}, {"max_pixels": -5},
+                 {"class_names": "abc"}):
+    with pytest.raises(ValueError):
+      exemplar.WriteDataset(out, **kwargs)
+  with pytest.raises(ValueError, match="output_dir"):
+    exemplar.WriteDataset("")
+  with pytest.raises(ValueError, match="class_names"):
+    exemplar.SampleImageFolder(tree, class_names="ant")
+
+
+def test_building_a_write_dataset_creates_nothing(tmp_path):
+  out = tmp_path / "not" / "yet"
+  exemplar.WriteDataset(str(out))
+  assert not (tmp_path / "not").exists()
+
+
+@pytest.mark.slow
+def test_a_dataset_committed_meanwhile_is_not_replaced_without_overwrite(tree, tmp_path):
+  """Two WriteDatasets into one folder (as two pipelines would): the first
+  commit stands, the second finds a finished dataset under the lock and
+  fails the job without touching it."""
+  out = str(tmp_path / "out")
+  with pytest.raises(Exception, match="holds a finished dataset"):
+    with TestPipeline() as p:
+      samples = p | exemplar.SampleImageFolder(tree, samples_per_class=1)
+      _ = samples | "First" >> exemplar.WriteDataset(out, image_size=(8, 8))
+      _ = samples | "Second" >> exemplar.WriteDataset(out, image_size=(4, 4))
+  ds = exemplar.load_dataset(out, batch_size=None, shuffle=False, dtype="uint8",
+                             verbose=False)
+  shapes = {tuple(image.shape) for image, _ in ds}
+  assert len(shapes) == 1 and len(ds.file_paths) == 3  # one whole dataset
+  from exemplar.verify import Verifier  # noqa: F401 - the dataset is complete:
+  from exemplar import inspect_cli
+  assert inspect_cli.main([out, "--verify"]) == 0

@@ -8,7 +8,6 @@ import gzip
 import io
 import os
 
-import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -426,6 +425,7 @@ def test_format_override_and_a_compressed_list(tmp_path):
           **kwargs)
 
 
+@pytest.mark.slow
 def test_a_large_list_is_split_and_every_row_read_once(tmp_path):
   """20,000 rows (CRLF, no final line break) in ~50 splits: every row once,
   and bad rows placed across the file get their own line numbers."""

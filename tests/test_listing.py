@@ -12,17 +12,7 @@ from hypothesis import strategies as st
 
 from exemplar.transforms import listing
 from exemplar.transforms.listing import ListingError
-
-# Listing never decodes, so any bytes will do for an "image".
-FAKE_IMAGE = b"not decoded by the listing stage"
-
-
-def touch(root: str, relative: str, data: bytes = FAKE_IMAGE) -> str:
-  path = os.path.join(root, *relative.split("/"))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(data)
-  return path
+from tests.conftest import touch  # listing never decodes: any bytes will do
 
 
 def listed(root: str, class_names=None) -> Dict[str, Set[str]]:

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import make_tree
 
+pytestmark = pytest.mark.slow  # whole CLI runs: seconds each
+
 EXEMPLAR = os.path.join(os.path.dirname(sys.executable), "exemplar")
 SMALL = ["--image_size", "12", "16"]
 
@@ -183,7 +185,7 @@ def test_finished_dataset_is_refused_then_replaced_with_overwrite(tmp_path, tree
   assert {row["shard"] for row in rows} == {"exemplar-train.tfrecord-00000-of-00001"}
 
   from exemplar import load_dataset
-  assert sum(1 for _ in load_dataset(out)) == 3
+  assert sum(1 for _ in load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)) == 3
   import tensorflow_datasets as tfds
   builder = tfds.builder_from_directory(out)
   assert builder.info.splits["train"].shard_lengths == [3]

@@ -44,7 +44,7 @@ def files_of(folder: str) -> Dict[str, bytes]:
 def records(output_dir: str) -> List[str]:
   """The relative paths of the stored images, read back by load_dataset."""
   from exemplar import load_dataset
-  dataset = load_dataset(output_dir)
+  dataset = load_dataset(output_dir, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   labels = [int(label) for _, label in dataset]
   assert len(labels) == len(dataset.file_paths)
   return sorted(dataset.file_paths)
@@ -67,6 +67,7 @@ def other_tree(tmp_path_factory) -> str:
 # --- 1. paths are literal ------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["?out", "*out", "[a]out"])
 def test_glob_characters_in_output_dir_name_only_that_folder(tmp_path, tree, other_tree, name):
   """`x/?out` beside a finished `x/aout`: the run, its reader and --overwrite
@@ -85,6 +86,7 @@ def test_glob_characters_in_output_dir_name_only_that_folder(tmp_path, tree, oth
   assert len(records(sibling)) == 2
 
 
+@pytest.mark.slow
 def test_bracket_output_dir_is_written_and_leaves_no_probe(tmp_path, tree):
   out = str(tmp_path / "out[1]")
   assert run_main(["--input_dir", tree, "--output_dir", out] + SMALL) == 0
@@ -92,6 +94,7 @@ def test_bracket_output_dir_is_written_and_leaves_no_probe(tmp_path, tree):
   assert len(records(out)) == 3
 
 
+@pytest.mark.slow
 def test_dataset_moved_to_a_bracket_folder_reads_back_whole(tmp_path, tree, capsys):
   out = str(tmp_path / "out")
   assert run_main(["--input_dir", tree, "--output_dir", out,
@@ -127,6 +130,7 @@ def write_files(folder: str, files: Dict[str, bytes]) -> None:
       f.write(data)
 
 
+@pytest.mark.slow
 def test_user_files_survive_first_run_and_overwrite(tmp_path, tree):
   out = str(tmp_path / "out")
   write_files(out, USER_FILES)
@@ -144,6 +148,7 @@ def test_user_files_survive_first_run_and_overwrite(tmp_path, tree):
   assert set(after) - set(record) == set(USER_FILES) | {"_SUCCESS", "exemplar_files.json"}
 
 
+@pytest.mark.slow
 def test_a_user_file_under_a_name_a_run_writes_is_refused_untouched(tmp_path, tree, capsys):
   out = str(tmp_path / "out")
   write_files(out, {"manifest.csv": b"mine", "transform/transform_fn/saved_model.pb": b"mine"})
@@ -184,6 +189,7 @@ def _try_lock(folder: str, barrier, hold_seconds: float, results) -> None:
     results.put(("refused", str(e)))
 
 
+@pytest.mark.slow
 def test_lock_admits_one_of_many_processes_started_together(tmp_path):
   folder = str(tmp_path)
   context = multiprocessing.get_context("fork")
@@ -204,6 +210,7 @@ def test_lock_admits_one_of_many_processes_started_together(tmp_path):
     assert not os.path.exists(os.path.join(folder, ".exemplar-lock"))
 
 
+@pytest.mark.slow
 def test_lock_left_by_a_killed_run_is_taken_over(tmp_path):
   from exemplar.transforms import lock
   folder = str(tmp_path)
@@ -271,6 +278,7 @@ def test_output_inside_input_is_refused(tmp_path, tree, capsys, where):
 # --- 6. image/filename is the absolute source path ----------------------------
 
 
+@pytest.mark.slow
 def test_source_paths_are_absolute_from_a_relative_input_dir(tmp_path, tree, monkeypatch):
   work = tmp_path / "work"
   work.mkdir()
@@ -289,6 +297,7 @@ def test_source_paths_are_absolute_from_a_relative_input_dir(tmp_path, tree, mon
     assert filename.startswith(str(work / "images") + os.sep)
 
 
+@pytest.mark.slow
 def test_an_exemplar_output_inside_the_input_tree_is_not_a_class(tmp_path, tree):
   """A dataset moved into the input tree (or one written there by an older
   exemplar) is recognised by its files record: not listed as a class, so
@@ -300,3 +309,21 @@ def test_an_exemplar_output_inside_the_input_tree_is_not_a_class(tmp_path, tree)
   shutil.move(out, os.path.join(root, "aaa_output"))  # sorts first: would be label 0
   from exemplar.transforms import listing
   assert listing.list_class_folders(root) == ["ant", "bee", "cat"]
+
+
+def test_releasing_a_lock_never_removes_another_runs_lock_file(tmp_path):
+  """Someone removed A's lock file while A ran and B took a new one: A's
+  release must leave B's lock in place."""
+  from exemplar.transforms import lock
+  folder = str(tmp_path)
+  first = lock.OutputLock(folder)
+  first.acquire()
+  os.remove(os.path.join(folder, ".exemplar-lock"))
+  second = lock.OutputLock(folder)
+  second.acquire()
+  first.release()
+  assert json.load(open(os.path.join(folder, ".exemplar-lock")))["token"] == second.holder.token
+  with pytest.raises(lock.OutputLocked, match="wait for it to finish$"):
+    lock.OutputLock(folder).acquire()
+  second.release()
+  assert not os.path.exists(os.path.join(folder, ".exemplar-lock"))

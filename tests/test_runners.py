@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import make_tree, run_cli
 
+pytestmark = pytest.mark.slow  # multi-process, portable and Dask runners: seconds each
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASK_CLI = os.path.join(os.path.dirname(sys.executable), "dask")
 START_TIMEOUT = 60.0

@@ -18,6 +18,8 @@ import pytest
 
 from exemplar.transforms import listing, sampling
 
+pytestmark = pytest.mark.slow  # large trees: seconds each
+
 
 def touch(root: str, relative: str) -> None:
   path = os.path.join(root, relative)

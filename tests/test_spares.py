@@ -5,9 +5,13 @@ import collections
 import csv
 import os
 
-from tests.conftest import make_tree, run_cli
+import pytest
+
 from exemplar.transforms import sampling
 from exemplar.transforms.decode_tasks import DecodeTask
+from tests.conftest import make_tree, run_cli
+
+pytestmark = pytest.mark.slow  # whole pipelines with broken files: seconds each
 
 
 def corrupt_first_picks(root, class_name, count, seed=0):

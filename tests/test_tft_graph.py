@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import make_tree, run_cli
 
+pytestmark = pytest.mark.slow  # TFT graphs built and run: seconds each
+
 # Sorted order a, b, c; by frequency b, c, a; reverse-lexicographic c, b, a:
 # a tft.vocabulary-based label would differ from Keras's sorted-class index.
 COUNTS = {"b": 3, "c": 2, "a": 1}
@@ -31,7 +33,7 @@ def tree(tmp_path_factory) -> str:
 
 def stored_pixels(out: str):
   from exemplar import load_dataset
-  ds = load_dataset(out)
+  ds = load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   return {path: (image.numpy(), int(label))
           for path, (image, label) in zip(ds.file_paths, ds)}
 

@@ -159,8 +159,13 @@ def _make_folder(output_dir: str) -> None:
 
 def check_output(output_dir: str, overwrite: bool) -> None:
   """The checks of `claim_output`, without the lock and the clean-up (for a
-  WriteDataset in a user's pipeline, whose commit takes the lock)."""
-  _make_folder(output_dir)
+  WriteDataset in a user's pipeline, whose commit takes the lock). Creates
+  nothing: a local folder that does not exist yet has nothing to check (the
+  run makes it), and the pipeline may never run."""
+  if fileio.is_local(output_dir) and not os.path.isdir(output_dir):
+    if os.path.lexists(output_dir):
+      raise OutputError(f"{output_dir} cannot be written: it is not a folder")
+    return
   _check_output(output_dir, overwrite)
 
 
@@ -233,11 +238,13 @@ def _move(source: str, destination: str) -> None:
   FileSystems.rename([source], [destination])
 
 
-def commit(output_dir: str, run_id: str) -> None:
+def commit(output_dir: str, run_id: str, overwrite: bool = True) -> None:
   """Moves the staged dataset into `output_dir` (see the module docstring).
 
-  Raises OutputError, touching nothing, when a staged file would replace a
-  file in the folder that exemplar did not write.
+  Raises, touching nothing: DatasetExists when the folder holds a finished
+  dataset of another run and not `overwrite` (one may have been committed
+  there since the run was built); OutputError when a staged file would
+  replace a file in the folder that exemplar did not write.
   """
   staging = staging_dir(output_dir, run_id)
   # Hidden entries are scratch (TFT's temp dir, half-written .tmp- files).
@@ -247,6 +254,10 @@ def commit(output_dir: str, run_id: str) -> None:
             if not any(part.startswith(".") for part in rel.split("/"))
             and rel != SUCCESS_MARKER}
   record = read_record(output_dir)
+  if (staged and not overwrite and is_finished(output_dir)
+      and (record or {}).get("run_id") != run_id):
+    raise DatasetExists(f"{output_dir} holds a finished dataset (committed while "
+                        "this run was running); nothing was changed")
   if staged:
     old = own_files(output_dir)
     foreign = foreign_files(output_dir, staged, old)
@@ -261,7 +272,8 @@ def commit(output_dir: str, run_id: str) -> None:
     # The old dataset_info.json goes first, as TFDS would read it as finished.
     stale = sorted((set(old) - set(staged) | {TFDS_INFO} & set(old)) - {SUCCESS_MARKER})
     if stale:
-      _LOGGER.info("Replacing the %d files of the earlier dataset", len(stale))
+      _LOGGER.info("Removing the %d files of the earlier dataset that the new "
+                   "one does not replace", len(stale))
       fileio.remove(_path(output_dir, rel) for rel in stale)
     for rel in sorted(staged, key=lambda r: (r == TFDS_INFO, r)):
       _move(_path(staging, rel), _path(output_dir, rel))

@@ -82,6 +82,7 @@ def decode_and_resize(image_bytes, settings: ImageSettings, orientation=None):
 
 # Magic bytes as TF's decode_image classifies files (decode_image_op.cc).
 _BMP_MAGIC, _GIF_MAGIC, _RIFF_MAGIC, _WEBP_MAGIC = b"BM", b"GIF8", b"RIFF", b"WEBP"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 _BMP_INFO_HEADER = 40  # BITMAPINFOHEADER; V4 (108) and V5 (124) extend it
 _BMP_HEADER_BYTES = 54  # file header (14) + BITMAPINFOHEADER
 
@@ -94,8 +95,11 @@ def decode_pixels(image_bytes, channels: int):
 
   BMP, GIF and WebP are decoded at their own channels and converted with
   `to_channels`, because TF's decoders cannot give every mode (BMP: no
-  grayscale; GIF: only RGB; WebP: only its own channel count). Where
-  decode_image can give the mode, the conversion gives the same pixels.
+  grayscale; GIF: only RGB; WebP: only its own channel count), and so is a
+  JPEG asked for as rgba (libjpeg gives no alpha: RGB plus an opaque one).
+  Where decode_image can give the mode, the conversion gives the same pixels.
+  (A CMYK JPEG asked for as grayscale still fails, as in Keras: libjpeg
+  cannot convert it.)
 
   An indexed-colour BMP (1, 2, 4 or 8 bits per pixel), whose palette TF ignores
   (8-bit: indices stored as grey levels; 1-, 2- and 4-bit: refused), is decoded
@@ -115,10 +119,13 @@ def decode_pixels(image_bytes, channels: int):
   # Every BMP TF's decoder cannot read right (see `decode_indexed_bmp`).
   indexed = is_bmp & ((header["header_size"] < _BMP_INFO_HEADER)
                       | ((header["bits"] != 24) & (header["bits"] != 32)))
-  image = tf.case([
+  cases = [
       (indexed, lambda: to_channels(decode_indexed_bmp(image_bytes), channels)),
-      (own_channels, lambda: to_channels(_decode_own_channels(image_bytes), channels)),
-  ], default=lambda: tf.image.decode_image(
+      (own_channels, lambda: to_channels(_decode_own_channels(image_bytes), channels))]
+  if channels == 4:
+    cases.append((magic(0, _JPEG_MAGIC), lambda: to_channels(
+        tf.image.decode_jpeg(image_bytes, channels=3), 4)))
+  image = tf.case(cases, default=lambda: tf.image.decode_image(
       image_bytes, channels=channels, expand_animations=False))
   image.set_shape([None, None, channels])
   return image

@@ -478,6 +478,14 @@ def _successor(prefix: str) -> Optional[str]:
   return None
 
 
+def names_list(argument: str, names) -> List[str]:
+  """A list of class names from a library argument; a lone string (which
+  would read as its letters) or a non-string item is a ValueError."""
+  if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names):
+    raise ValueError(f"{argument} must be a list of names (strings), got {names!r}")
+  return list(names)
+
+
 def resolve_classes(found: Sequence[str], requested: Sequence[str] | None) -> List[str]:
   """Applies the classes asked for (`requested`, None: all): restricts and
   orders the classes, like Keras's `class_names`.

@@ -42,10 +42,15 @@ _LOGGER = logging.getLogger(__name__)
 class OutputLocked(Exception):
   """Another run holds the output folder's lock."""
 
-  def __init__(self, output_dir: str, holder: "Holder"):
+  def __init__(self, output_dir: str, holder: "Holder", local: bool = False):
+    # A local lock is the kernel's: held only while its process lives, so
+    # there is nothing to remove by hand (removing it would let a second
+    # writer in beside the live one).
+    advice = ("wait for it to finish" if local else
+              f"wait for it to finish, or remove {FileSystems.join(output_dir, LOCK_FILE)} "
+              "if that run is gone")
     super().__init__(f"{output_dir} is being written by another exemplar run "
-                     f"({holder.describe()}); wait for it to finish, or remove "
-                     f"{FileSystems.join(output_dir, LOCK_FILE)} if that run is gone")
+                     f"({holder.describe()}); {advice}")
     self.output_dir = output_dir
     self.holder = holder
 
@@ -153,7 +158,8 @@ class OutputLock:
       # Removed while still locked: a run that opened the old file sees that
       # the path no longer names it and opens the new one (_acquire_local).
       try:
-        os.remove(self.path)
+        if _names_open_file(self.path, self._fd):  # not a file someone put there since
+          os.remove(self.path)
       finally:
         os.close(self._fd)
         self._fd = None
@@ -179,14 +185,8 @@ class OutputLock:
       except BlockingIOError:
         holder = _wait_for_holder(fd)
         os.close(fd)
-        raise OutputLocked(self.output_dir, holder) from None
-      try:
-        current = os.stat(self.path)
-        opened = os.fstat(fd)
-        same = (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev)
-      except FileNotFoundError:
-        same = False
-      if not same:  # released (and removed) between our open and flock
+        raise OutputLocked(self.output_dir, holder, local=True) from None
+      if not _names_open_file(self.path, fd):  # released (removed) between open and flock
         os.close(fd)
         continue
       left = _read_fd(fd)
@@ -245,6 +245,15 @@ class OutputLock:
         raise OutputLocked(self.output_dir, holder)
     with FileSystems.create(self.path) as f:
       f.write(self.holder.to_bytes())
+
+
+def _names_open_file(path: str, fd: int) -> bool:
+  """Whether `path` still names the file open as `fd`."""
+  try:
+    named, opened = os.stat(path), os.fstat(fd)
+  except FileNotFoundError:
+    return False
+  return (named.st_ino, named.st_dev) == (opened.st_ino, opened.st_dev)
 
 
 def _wait_for_holder(fd: int, seconds: float = 2.0) -> Holder:

@@ -38,6 +38,11 @@ MANIFEST_COLUMNS = list(ManifestRow._fields)
 ERROR_COLUMNS = ["class_name", "relative_path", "source_path", "reason"]
 
 
+class EmptyDatasetError(ValueError):
+  """A dataset of no class at all: nothing is committed (an earlier dataset
+  in the folder stays)."""
+
+
 class ClassStats(NamedTuple):
   """Per class, from the sampling stage: files listed, images planned and
   the sample size asked for (None: every file)."""
@@ -206,7 +211,8 @@ class FinalizeDataset(beam.DoFn):
   """
 
   def __init__(self, staging_dir: str, output_dir: str, settings: ImageSettings,
-               config: Dict, run_id: str):
+               config: Dict, run_id: str, overwrite: bool = True):
+    self._overwrite = overwrite
     self._staging_dir = staging_dir
     self._run_id = run_id
     self._final_dir = output_dir
@@ -217,6 +223,10 @@ class FinalizeDataset(beam.DoFn):
               class_names):
     del unused_element, writers_done  # they only have to be finished first
     self._class_names = list(class_names)
+    if not self._class_names:
+      raise EmptyDatasetError(
+          f"no class to write to {self._final_dir}: the input held no image "
+          "(nothing was changed)")
     shards = sorted(shards, key=lambda s: s.index)
     num_shards = _num_shards_written(shards)
     shards = self._fill_empty_shards(shards, num_shards)
@@ -239,7 +249,7 @@ class FinalizeDataset(beam.DoFn):
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with commit.commit_lock(self._final_dir, self._run_id):
-      commit.commit(self._final_dir, self._run_id)
+      commit.commit(self._final_dir, self._run_id, self._overwrite)
     yield summary
 
   def _write(self, name: str, text: str) -> None:

@@ -168,6 +168,8 @@ class SampleImageFolder(beam.PTransform):
     super().__init__()
     self._k = _check_sample_args(samples_per_class, spares, seed)
     self._input_dir = listing.normalize_root(input_dir)
+    if class_names is not None:
+      class_names = listing.names_list("class_names", class_names)
     found = listing.list_class_folders(self._input_dir)
     self.class_names = tuple(listing.resolve_classes(found, class_names))
     self._seed = seed
@@ -203,15 +205,18 @@ class SampleImageFolder(beam.PTransform):
         | "ListAndSampleRange" >> beam.ParDo(
             ListAndSampleRangeFn(root, self._seed, capacity)))
     # (class, PartialSample): one per key range
-    return (
+    merged = (
         (listed.samples, ranges)
         | "AllPartialSamples" >> beam.Flatten()
-        | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity))
-        # (class, PartialSample): the class's candidates, best first
-        | "ToClassSample" >> beam.Map(
-            lambda named, problems: to_class_sample(
-                named[0], named[1], root, k, True, problems[named[0]]),
-            problems=beam.pvalue.AsMultiMap(listed[PROBLEMS_TAG]))
+        | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity)))
+    # (class, PartialSample): the class's candidates, best first
+    return (
+        {"sample": merged, "problems": listed[PROBLEMS_TAG]}
+        | "JoinProblems" >> beam.CoGroupByKey()
+        # (class, {'sample': [PartialSample], 'problems': [(folder, reason)]})
+        | "ToClassSample" >> beam.MapTuple(
+            lambda name, joined: to_class_sample(
+                name, joined["sample"][0], root, k, True, joined["problems"]))
         # ClassSample
     )
 

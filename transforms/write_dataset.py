@@ -58,14 +58,18 @@ def folder_problems(sample: ClassSample) -> List[DecodeFailure]:
           for folder, reason in sample.problems]
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_image_settings(image_size: Sequence[int], interpolation: str,
                          crop_to_aspect_ratio: bool, color_mode: str,
                          image_format: str) -> ImageSettings:
   """Validates Keras-style image arguments; raises ValueError naming the bad one."""
-  try:
-    height, width = (int(side) for side in image_size)
-  except (TypeError, ValueError):
-    raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+  if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+      or not all(_is_int(side) for side in image_size)):
+    raise ValueError(f"image_size must be (height, width), two ints, got {image_size!r}")
+  height, width = image_size
   if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
     raise ValueError(f"image_size sides must be 1 to {MAX_IMAGE_SIDE}, got {image_size!r}")
   if interpolation not in INTERPOLATIONS:
@@ -144,15 +148,20 @@ class WriteDataset(beam.PTransform):
                failures=None, description: Optional[Dict] = None, seed: int = 0,
                run_id: Optional[str] = None):
     super().__init__()
+    if not isinstance(output_dir, str) or not output_dir.strip():
+      raise ValueError(f"output_dir must be a non-empty path, got {output_dir!r}")
     self._settings = check_image_settings(
         image_size, interpolation, crop_to_aspect_ratio, color_mode, image_format)
-    if num_shards is not None and not 1 <= int(num_shards) <= 100000:
-      raise ValueError(f"num_shards must be 1 to 100000, got {num_shards!r}")
+    if num_shards is not None and not (_is_int(num_shards) and 1 <= num_shards <= 100000):
+      raise ValueError(f"num_shards must be an int from 1 to 100000, got {num_shards!r}")
+    if not (_is_int(max_pixels) and max_pixels >= 0):
+      raise ValueError(f"max_pixels must be an int >= 0 (0: no limit), got {max_pixels!r}")
     if class_names is not None:
-      class_names = list(class_names)
+      class_names = listing.names_list("class_names", class_names)
       listing.check_class_names(class_names)
       if len(set(class_names)) != len(class_names):
         raise ValueError("class_names lists a class twice")
+    self._overwrite = bool(overwrite)
     self._output_dir = fileio.absolute(output_dir)
     self._class_names = class_names
     self._num_shards = num_shards
@@ -259,7 +268,7 @@ class WriteDataset(beam.PTransform):
         | "FinalizeTrigger" >> beam.Create([None])
         | "Finalize" >> beam.ParDo(
             metadata.FinalizeDataset(staging, output_dir, settings,
-                                     self._description, self._run_id),
+                                     self._description, self._run_id, self._overwrite),
             shards=beam.pvalue.AsList(shards),
             stats=beam.pvalue.AsSingleton(stats),
             failures=beam.pvalue.AsList(failures),
