@@ -173,8 +173,9 @@ class WriteDataset(beam.PTransform):
     # What readers need (load_dataset reads image_size and color_mode here)
     # whoever built the pipeline.
     self._description = {
+        "output_dir": self._output_dir,  # the caller's spelling, when it gives one
         **dict(description or {}),
-        "output_dir": self._output_dir, "image_size": [s.height, s.width],
+        "image_size": [s.height, s.width],
         "interpolation": s.interpolation,
         "crop_to_aspect_ratio": s.crop_to_aspect_ratio, "color_mode": s.color_mode,
         "image_format": s.image_format, "num_shards": num_shards,
