@@ -428,3 +428,14 @@ def test_grayscale_run_keeps_a_class_made_only_of_gif_and_bmp(tmp_path):
   import tensorflow as tf
   np.testing.assert_array_equal(records["photos/a.png"][0],
                                 tf.io.decode_image(photos["a.png"], channels=1).numpy())
+
+
+@pytest.mark.parametrize("head, channels, plain", [
+    (b"\x89PNG\r\n\x1a\n", 1, True), (b"\x89PNG\r\n\x1a\n", 4, True),
+    (b"\xff\xd8\xff\xe0", 3, True), (b"\xff\xd8\xff\xe0", 1, True),
+    (b"\xff\xd8\xff\xe0", 4, False),  # JPEG + alpha: converted by decode_pixels
+    (b"BM", 3, False), (b"GIF89a", 3, False), (b"RIFF\0\0\0\0WEBP", 3, False),
+    (b"\xff\x0a", 3, False), (b"", 3, False)])
+def test_only_files_decode_image_decodes_alone_skip_the_dispatch(head, channels, plain):
+  from exemplar.transforms.decoding import is_plain
+  assert is_plain(head, channels) is plain
