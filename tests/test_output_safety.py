@@ -327,3 +327,17 @@ def test_releasing_a_lock_never_removes_another_runs_lock_file(tmp_path):
     lock.OutputLock(folder).acquire()
   second.release()
   assert not os.path.exists(os.path.join(folder, ".exemplar-lock"))
+
+
+def test_an_exemplar_output_nested_in_a_class_folder_is_not_listed(tmp_path):
+  """Its contact sheet (a .png) would otherwise become a training image."""
+  from exemplar.transforms import listing
+  from tests.conftest import touch
+  root = str(tmp_path / "images")
+  touch(root, "cat/a.jpg")
+  touch(root, "cat/sub/b.png")
+  touch(root, "cat/runs/pick/contact_sheet.png")
+  touch(root, "cat/runs/pick/exemplar_files.json", b"{}")
+  touch(root, "cat/runs/staged/.exemplar-staging/x/contact_sheet.png")
+  touch(root, "cat/runs/staged/contact_sheet.png")
+  assert sorted(listing.walk_class_folder(root, "cat")) == ["cat/a.jpg", "cat/sub/b.png"]

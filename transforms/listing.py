@@ -249,7 +249,8 @@ def _scan_local(folder: str, relative_folder: str,
               elif entry.is_dir(follow_symlinks=False):  # a folder named x.jpg
                 stack.append((entry.path, prefix + name))
             elif (entry.is_dir() and not entry.is_symlink()
-                  and name.lower() not in system_folders):
+                  and name.lower() not in system_folders
+                  and not is_exemplar_output(entry.path)):  # a few stats per sub-folder
               stack.append((entry.path, prefix + name))
           except OSError as e:  # a vanished entry or an unreadable link
             _LOGGER.warning("Skipping %s: %s", entry.path, e)
