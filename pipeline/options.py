@@ -19,14 +19,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from exemplar.transforms import beam_internals
 from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
+from exemplar.transforms.sample_images import DEFAULT_SPARES
+from exemplar.transforms.write_dataset import DEFAULT_MAX_PIXELS, MAX_IMAGE_SIDE
 
 DEFAULT_OUTPUT_DIR = "exemplar_output"
-# How many candidates beyond k each class keeps, to replace undecodable picks.
-DEFAULT_SPARES = 4
-# 2**27 pixels (e.g. 16384 x 8192): far above real photos, far below what a
-# crafted header can claim.
-DEFAULT_MAX_PIXELS = 1 << 27
-MAX_IMAGE_SIDE = 16384
 
 
 class UsageError(ValueError):

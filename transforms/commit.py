@@ -121,10 +121,15 @@ def _legacy_files(output_dir: str) -> List[str]:
   with FileSystems.open(_path(output_dir, SUMMARY_JSON)) as f:
     summary = json.loads(f.read().decode("utf-8"))
   names = list(FIXED_FILES) + [shard["file"] for shard in summary.get("shards", [])]
-  for sub in TRANSFORM_SUBDIRS:
-    folder = _path(output_dir, f"{TRANSFORM_DIR}/{sub}")
-    names.extend(_relative(output_dir, p) for p in fileio.files_under(folder))
-  return [n for n in names if "/" in n or fileio.exists(_path(output_dir, n))]
+  return ([n for n in names if fileio.exists(_path(output_dir, n))]
+          + _transform_graph_files(output_dir))
+
+
+def _transform_graph_files(output_dir: str) -> List[str]:
+  """The relative paths of the files in the TFT graph's folders (TFT names
+  them, so a run cannot know them before it writes them)."""
+  return [_relative(output_dir, path) for sub in TRANSFORM_SUBDIRS
+          for path in fileio.files_under(_path(output_dir, f"{TRANSFORM_DIR}/{sub}"))]
 
 
 def _relative(output_dir: str, path: str) -> str:
@@ -142,11 +147,8 @@ def foreign_files(output_dir: str, relatives: Iterable[str],
 
 def _files_a_run_writes(output_dir: str) -> List[str]:
   """The names a run is sure to write (shard names depend on the run)."""
-  names = list(FIXED_FILES) + [SUCCESS_MARKER]  # the record is checked by read_record
-  for sub in TRANSFORM_SUBDIRS:
-    folder = _path(output_dir, f"{TRANSFORM_DIR}/{sub}")
-    names.extend(_relative(output_dir, p) for p in fileio.files_under(folder))
-  return names
+  # The record itself is checked by read_record.
+  return list(FIXED_FILES) + [SUCCESS_MARKER] + _transform_graph_files(output_dir)
 
 
 def _make_folder(output_dir: str) -> None:

@@ -27,9 +27,9 @@ import os
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
 
-from exemplar.transforms import beam_internals
+from exemplar.transforms import fileio
+from exemplar.transforms.fileio import is_local
 from exemplar.transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -98,10 +98,6 @@ def normalize_root(root: str) -> str:
   if stripped.endswith(":/") or stripped.endswith(":"):
     return root
   return stripped or root
-
-
-def is_local(path: str) -> bool:
-  return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
 
 
 def join(root: str, relative_path: str) -> str:
@@ -292,10 +288,7 @@ def _is_visible_image(relative: str) -> bool:
 def _gcs_location(root: str):
   """(the job's GCS client, bucket, object-name prefix) of a gs:// root; the
   client is the job's GcsIO's (its credentials and retry settings)."""
-  from apache_beam.io.gcp import gcsio
-  prefix = root.rstrip("/") + "/"
-  bucket, blob_prefix = gcsio.parse_gcs_path(prefix, object_optional=True)
-  return beam_internals.gcs_client(prefix), bucket, blob_prefix
+  return fileio.gcs_client_and_name(root.rstrip("/") + "/")
 
 
 def _one_line(error: Exception) -> str:

@@ -25,6 +25,7 @@ from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
 UNBOUNDED = sys.maxsize
+# How many candidates beyond k each class keeps, to replace undecodable picks.
 DEFAULT_SPARES = 4
 RANGES_TAG = "ranges"
 PROBLEMS_TAG = "problems"

@@ -24,6 +24,8 @@ from exemplar.transforms.decoding import (COLOR_MODES, IMAGE_FORMATS, INTERPOLAT
                                           DecodeFailure, ImageSettings)
 from exemplar.transforms.sampling import ClassSample
 
+# 2**27 pixels (e.g. 16384 x 8192): far above real photos, far below what a
+# crafted header can claim.
 DEFAULT_MAX_PIXELS = 1 << 27
 MAX_IMAGE_SIDE = 16384
 
