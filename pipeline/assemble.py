@@ -39,19 +39,21 @@ class RunPlan:
 def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan):
   """Adds the whole exemplar job to pipeline `p`; returns its
   PCollection[DatasetWritten]."""
-  k = "all" if config.sample_all else config.samples_per_class
+  k = config.samples_per_class
+  if config.splits is not None:
+    k = "all" if config.sample_all else 1
+  sampling = dict(seed=config.seed, spares=config.spares, splits=config.splits,
+                  min_per_class=config.min_per_class, max_per_class=config.max_per_class)
   failures = None
   if plan.input_list is not None:
     from exemplar.transforms import list_file
     listed = p | "ReadImageList" >> list_file.ReadImageList(plan.input_list)
     failures = listed.failures
     samples = listed.images | "Sample" >> SampleImages(
-        k, seed=config.seed, spares=config.spares,
-        root=list_file.list_folder(plan.input_list))
+        k, root=list_file.list_folder(plan.input_list), **sampling)
   else:
     samples = p | "Sample" >> SampleImageFolder(
-        plan.input_dir, k, seed=config.seed, spares=config.spares,
-        class_names=plan.class_names)
+        plan.input_dir, k, class_names=plan.class_names, **sampling)
   # ClassSample per class
   image = config.image
   return samples | "WriteDataset" >> WriteDataset(

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from exemplar.transforms import beam_internals
 from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
-from exemplar.transforms.sample_images import DEFAULT_SPARES
+from exemplar.transforms.sample_images import DEFAULT_SPARES, check_sample_args
 from exemplar.transforms.write_dataset import DEFAULT_MAX_PIXELS, MAX_IMAGE_SIDE
 
 DEFAULT_OUTPUT_DIR = "exemplar_output"
@@ -34,7 +34,7 @@ class ExemplarConfig:
   """Everything the pipeline needs, validated."""
   input_dir: Optional[str]  # None: the embedded demo tree
   output_dir: str
-  samples_per_class: Union[int, str]  # k >= 1, or "all"
+  samples_per_class: Union[int, str]  # k >= 1, "all", or "P%"
   seed: int
   image: ImageSettings
   class_names: Optional[Tuple[str, ...]]
@@ -46,6 +46,9 @@ class ExemplarConfig:
   contact_sheet: bool
   config_file: Optional[str]
   input_list: Optional[str] = None  # a list file instead of class folders
+  splits: Optional[str] = None  # 'train=5,validation=2' or 'train=80%,...'
+  min_per_class: Optional[int] = None
+  max_per_class: Optional[int] = None
 
   @property
   def sample_all(self) -> bool:
@@ -58,6 +61,9 @@ class ExemplarConfig:
         "input_list": self.input_list,
         "output_dir": self.output_dir,
         "samples_per_class": self.samples_per_class,
+        "splits": self.splits,
+        "min_per_class": self.min_per_class,
+        "max_per_class": self.max_per_class,
         "seed": self.seed,
         "image_size": [self.image.height, self.image.width],
         "interpolation": self.image.interpolation,
@@ -85,8 +91,18 @@ def _add_exemplar_args(parser) -> None:
            "paths are relative to its folder.")
   add("--output_dir", default=DEFAULT_OUTPUT_DIR,
       help="Where the shards and metadata go (default: ./%(default)s).")
-  add("--samples_per_class", default="1",
-      help="Images to pick per class (k >= 1), or 'all' to convert every image.")
+  add("--samples_per_class", default=None,
+      help="Images to pick per class (k >= 1, default 1), 'all' to convert every "
+           "image, or a percentage of each class (10%%: the split train=10%%).")
+  add("--splits", default=None,
+      help="Stored TFDS splits per class: counts (train=5,validation=2: the seeded "
+           "order cut in turn) or percentages (train=80%%,validation=20%%: each image "
+           "placed by its own hash, so it never changes split as the tree grows).")
+  add("--min_per_class", default=None,
+      help="With percentages: a split with fewer images in a class is topped up "
+           "from files in no split, else reported short.")
+  add("--max_per_class", default=None,
+      help="With percentages: take at most this many images per class and split.")
   add("--seed", default="0", help="Sampling seed (an integer; default 0).")
   add("--image_size", nargs=2, default=["256", "256"], metavar=("HEIGHT", "WIDTH"),
       help="Resize to HEIGHT WIDTH (default 256 256).")
@@ -308,9 +324,32 @@ def _bool(name: str, value) -> bool:
 
 def validate(args: argparse.Namespace) -> ExemplarConfig:
   """Checks every value; raises UsageError naming the first bad one."""
-  k = str(args.samples_per_class).strip().lower()
-  samples_per_class: Union[int, str] = (
-      "all" if k == "all" else _int("samples_per_class", k, minimum=1))
+  k = str(args.samples_per_class if args.samples_per_class is not None else "1"
+          ).strip().lower()
+  samples_per_class: Union[int, str]
+  if k == "all" or k.endswith("%"):
+    samples_per_class = k
+  else:
+    samples_per_class = _int("samples_per_class", k, minimum=1)
+  splits = None if args.splits in (None, "") else str(args.splits)
+  if isinstance(args.splits, dict):  # a config file's mapping
+    splits = ",".join(f"{name}={amount}" for name, amount in args.splits.items())
+  min_per_class = (None if args.min_per_class in (None, "")
+                   else _int("min_per_class", args.min_per_class, 0))
+  max_per_class = (None if args.max_per_class in (None, "")
+                   else _int("max_per_class", args.max_per_class, 1))
+  if splits is not None and k not in ("1", "all"):
+    raise UsageError("give --samples_per_class or --splits, not both "
+                     "(--samples_per_class K is --splits train=K)")
+  try:
+    check_sample_args(samples_per_class if splits is None else
+                      ("all" if k == "all" else 1), 0, 0, splits,
+                      min_per_class, max_per_class)
+  except ValueError as e:
+    flag = ("--splits" if splits is not None and "split" in str(e)
+            else "--min_per_class/--max_per_class" if "per_class" in str(e)
+            else "--samples_per_class")
+    raise UsageError(f"{flag}: {e}") from None
   height = _int("image_size", args.image_size[0], 1, MAX_IMAGE_SIDE)
   width = _int("image_size", args.image_size[1], 1, MAX_IMAGE_SIDE)
   interpolation = str(args.interpolation).lower()
@@ -351,6 +390,9 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
   return ExemplarConfig(
       input_dir=input_dir,
       input_list=input_list,
+      splits=splits,
+      min_per_class=min_per_class,
+      max_per_class=max_per_class,
       output_dir=str(args.output_dir),
       samples_per_class=samples_per_class,
       seed=_int("seed", args.seed, -(2**127), 2**127 - 1),

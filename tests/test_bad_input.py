@@ -309,7 +309,8 @@ def test_summary_names_the_empty_and_failing_classes(odd_run):
   summary = json.load(open(os.path.join(out, "summary.json"), encoding="utf-8"))
   per_class = {c["class_name"]: c for c in summary["per_class"]}
   assert per_class["no_images"] == {"class_name": "no_images", "label": 1,
-                                    "files_seen": 0, "sampled": 0, "failed": 0}
+                                    "files_seen": 0, "sampled": 0, "failed": 0,
+                                    "per_split": {"train": 0}}
   odd_good = [p for p in odd_run["good"] if p.startswith("odd/")]
   assert per_class["odd"]["files_seen"] == len(odd_good) + len(BAD_FILES)
   assert per_class["odd"]["sampled"] == len(odd_good)

@@ -63,29 +63,27 @@ def test_class_with_fewer_decodable_files_than_k_is_short(tmp_path):
   assert summary["per_class"][0]["failed"] == 3
 
 
-def test_class_tasks_interleave_ranks_and_share_the_spares():
-  from exemplar.transforms.writing import class_tasks
+def test_class_tasks_run_consecutive_ranks_and_share_the_spares():
+  from exemplar.transforms.writing import Run, class_tasks, shard_runs
   paths = [f"c/{i}" for i in range(14)]  # 10 planned + 4 spares, seeded order
-  whole = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=1)
-  assert whole == [DecodeTask("c", 3, paths, 10, 0, 50)]  # one task, all spares
-  tasks = class_tasks("c", 3, paths, planned=10, seen=50, num_shards=4)
-  assert [(t.first_rank, t.stride, t.need, t.spare_start, t.spare_stride)
-          for t in tasks] == [(0, 4, 3, 10, 4), (1, 4, 3, 11, 4), (2, 4, 2, 12, 4),
-                              (3, 4, 2, 13, 4)]
-  assert [t.candidates for t in tasks] == [
-      ["c/0", "c/4", "c/8", "c/10"], ["c/1", "c/5", "c/9", "c/11"],
-      ["c/2", "c/6", "c/12"], ["c/3", "c/7", "c/13"]]
-  assert all(t.seen == 50 for t in tasks)  # each may draw more of its sequence
-  few = class_tasks("c", 3, paths[:3], planned=3, seen=3, num_shards=8)
-  assert [(t.first_rank, t.candidates, t.seen) for t in few] == [
+  whole = class_tasks("c", 3, paths, shard_runs("train", 0, [0] * 10), seen=50)
+  assert whole == [(0, DecodeTask("c", 3, paths, 10, 0, 50))]  # one task, all spares
+  # Ranks 0-2 on shard 0, 3-5 on 1, 6-7 on 2, 8-9 on 3: four runs.
+  runs = shard_runs("train", 0, [0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+  assert runs == [Run(0, 3, "train", 0, 0), Run(3, 3, "train", 0, 1),
+                  Run(6, 2, "train", 0, 2), Run(8, 2, "train", 0, 3)]
+  tasks = class_tasks("c", 3, paths, runs, seen=50)
+  assert [(shard, t.first_rank, t.stride, t.need, t.spare_start, t.spare_stride)
+          for shard, t in tasks] == [(0, 0, 1, 3, 10, 4), (1, 3, 1, 3, 11, 4),
+                                     (2, 6, 1, 2, 12, 4), (3, 8, 1, 2, 13, 4)]
+  assert [t.candidates for _, t in tasks] == [
+      ["c/0", "c/1", "c/2", "c/10"], ["c/3", "c/4", "c/5", "c/11"],
+      ["c/6", "c/7", "c/12"], ["c/8", "c/9", "c/13"]]
+  assert all(t.seen == 50 for _, t in tasks)  # each may draw more of its sequence
+  few = class_tasks("c", 3, paths[:3], shard_runs("train", 0, [0, 1, 2]), seen=3)
+  assert [(t.first_rank, t.candidates, t.seen) for _, t in few] == [
       (0, ["c/0"], 0), (1, ["c/1"], 0), (2, ["c/2"], 0)]  # nothing more to draw
-  # 40 ranks on one shard: runs of 16 contiguous ranks, in rank order.
-  many = [f"c/{i}" for i in range(44)]
-  runs = class_tasks("c", 3, many, planned=40, seen=44, num_shards=1)
-  assert [(t.first_rank, t.stride, t.need) for t in runs] == [
-      (0, 1, 16), (16, 1, 16), (32, 1, 8)]
-  assert [t.candidates[t.need:] for t in runs] == [["c/40", "c/43"], ["c/41"], ["c/42"]]
-  assert class_tasks("c", 3, [], planned=0, seen=0, num_shards=4) == []
+  assert class_tasks("c", 3, [], [], seen=0) == []
 
 
 def test_k_over_several_shards_is_balanced_with_spares(tmp_path):
@@ -96,23 +94,23 @@ def test_k_over_several_shards_is_balanced_with_spares(tmp_path):
   for name, extra in (("a", []), ("b", ["--direct_num_workers", "2",
                                           "--direct_running_mode", "multi_processing"])):
     out = str(tmp_path / name)
-    # 13 images planned over 4 shards: "big" decodes as 4 interleaved tasks.
+    # 13 images planned over 4 shards: "big" decodes as 4 tasks of
+    # consecutive ranks (0-1, 2-3, 4-6, 7-9), with one spare each but the last.
     assert run_cli(["--input_dir", root, "--output_dir", out, "--samples_per_class", "10",
                     "--spares", "3", "--num_shards", "4", "--image_size", "16", "16"]
                    + extra) == 0
     outputs.append(out)
   manifest = read_csv(os.path.join(outputs[0], "manifest.csv"))
-  big = [r for r in manifest if r["class_name"] == "big"]
+  big = sorted((r for r in manifest if r["class_name"] == "big"), key=lambda r: int(r["rank"]))
   assert [int(r["rank"]) for r in big] == list(range(10))
-  # Task 0 (ranks 0, 4, 8) lost its first pick: its next candidates move up
-  # and its share of the spares (seeded position 10) fills rank 8.
-  assert [r["relative_path"] for r in big] == (
-      [order[4]] + order[1:4] + [order[8]] + order[5:8] + [order[10], order[9]])
+  # Task 0 (ranks 0-1) lost its first pick: its next candidate moves up and
+  # its share of the spares (seeded position 10) fills rank 1.
+  assert [r["relative_path"] for r in big] == [order[1], order[10]] + order[2:10]
+  # Record order is (rank, label), cut into 4 consecutive shards of 3-4.
+  assert [(r["class_name"], int(r["rank"])) for r in manifest][:6] == [
+      ("big", 0), ("small", 0), ("big", 1), ("small", 1), ("big", 2), ("small", 2)]
   per_shard = collections.Counter(r["shard"] for r in manifest)
-  assert sorted(per_shard.values()) == [3, 3, 3, 4]  # rank r on shard r % 4
-  # Every shard mixes the classes.
-  assert all(len({r["class_name"] for r in manifest if r["shard"] == s}) == 2
-             for s in per_shard if per_shard[s] > 3)
+  assert [per_shard[s] for s in sorted(per_shard)] == [4, 3, 3, 3]
   for name in sorted(os.listdir(outputs[0])):
     if name.startswith("exemplar-train") or name == "manifest.csv":
       assert (open(os.path.join(outputs[0], name), "rb").read()
@@ -138,16 +136,19 @@ def test_more_shards_than_spares_still_gives_k_and_balanced_shards(tmp_path):
   assert collections.Counter(r["class_name"] for r in manifest)["c"] == 5
 
 
-def test_records_of_a_shard_are_in_label_rank_order(tmp_path):
+def test_records_of_a_split_are_in_rank_label_order_across_shards(tmp_path):
   import tensorflow as tf
   root, out = str(tmp_path / "tree"), str(tmp_path / "out")
   make_tree(root, {"a": 45, "b": 3}, size=(8, 8))
   assert run_cli(["--input_dir", root, "--output_dir", out, "--samples_per_class", "40",
                   "--num_shards", "2", "--image_size", "8", "8"]) == 0
   manifest = read_csv(os.path.join(out, "manifest.csv"))
-  key = {r["relative_path"]: (int(r["label"]), int(r["rank"])) for r in manifest}
+  key = {r["relative_path"]: (int(r["rank"]), int(r["label"])) for r in manifest}
+  order = []
   for shard in sorted({r["shard"] for r in manifest}):
     records = tf.data.TFRecordDataset(os.path.join(out, shard))
     features = [tf.train.Example.FromString(r.numpy()).features.feature for r in records]
-    order = [key[f["image/relative_path"].bytes_list.value[0].decode()] for f in features]
-    assert order == sorted(order) and len(order) > 16, shard
+    order += [key[f["image/relative_path"].bytes_list.value[0].decode()] for f in features]
+    assert len(features) in (21, 22), shard
+  assert order == sorted(order) and len(order) == 43
+  assert order[:6] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]

@@ -78,6 +78,7 @@ class SheetCell(NamedTuple):
   label: int
   rank: int
   image: ImageLike
+  split: str = ""  # shown when a dataset has splits other than 'train'
 
 
 # --- images -----------------------------------------------------------------
@@ -266,7 +267,7 @@ def choose_columns(group_sizes: Sequence[int], max_columns: int) -> int:
 def layout(cells: Sequence[SheetCell], max_columns: int = DEFAULT_MAX_COLUMNS,
            rows_per_page: int = DEFAULT_ROWS_PER_PAGE) -> Layout:
   """Places cells in label, rank order; classes wrap like words in a line."""
-  ordered = sorted(cells, key=lambda c: (c.label, c.rank, c.class_name))
+  ordered = sorted(cells, key=lambda c: (c.label, c.split, c.rank, c.class_name))
   groups: List[List[SheetCell]] = []
   for cell in ordered:
     if groups and groups[-1][0].label == cell.label:
@@ -325,6 +326,7 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
   small_font = _font(max(9, round(cell_size * 0.085)))
   title_font = _font(max(14, round(cell_size * 0.14)))
   show_rank = any(p.cell.rank > 0 for p in plan.placed)
+  show_split = any(p.cell.split not in ("", "train") for p in plan.placed)
 
   line = lambda font: font.getbbox("Ag\u00c5y")[3] + 3  # noqa: E731
   caption_height = line(name_font) + line(small_font) + 2
@@ -368,7 +370,7 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
       x0 = _MARGIN + p.column * (cell_width + _GAP)
       y0 = header_height + p.row * (cell_height + _GAP)
       _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
-                 name_font, small_font, line(name_font), show_rank)
+                 name_font, small_font, line(name_font), show_rank, show_split)
     buffer = io.BytesIO()
     # zlib level 1: pages save ~2x faster than at 6; the pixels are the same.
     sheet.save(buffer, format="PNG", optimize=False, compress_level=1)
@@ -378,7 +380,7 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
 
 def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
                cell_width: int, cell_height: int, name_font, small_font,
-               name_line: int, show_rank: bool) -> None:
+               name_line: int, show_rank: bool, show_split: bool = False) -> None:
   cell = placed.cell
   draw.rectangle((x0, y0, x0 + cell_width - 1, y0 + cell_height - 1),
                  fill=_TINTS[placed.group % 2])
@@ -403,7 +405,8 @@ def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
   room = cell_width - 2 * _PAD
   draw.text((text_x, text_y), elide(cell.class_name, name_font, room),
             font=name_font, fill=_TEXT)
-  detail = f"label {cell.label}" + (f" \u00b7 #{cell.rank}" if show_rank else "")
+  detail = (f"label {cell.label}" + (f" \u00b7 {cell.split}" if show_split else "")
+            + (f" \u00b7 #{cell.rank}" if show_rank else ""))
   draw.text((text_x, text_y + name_line), elide(detail, small_font, room),
             font=small_font, fill=_MUTED)
 
@@ -411,8 +414,8 @@ def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
 # --- Beam -------------------------------------------------------------------
 
 
-def cell_order(cell: SheetCell) -> Tuple[int, int]:
-  return (cell.label, cell.rank)
+def cell_order(cell: SheetCell) -> Tuple[int, str, int]:
+  return (cell.label, cell.split, cell.rank)
 
 
 def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
@@ -423,7 +426,8 @@ def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
   lossless; `exemplar-inspect` redraws a JPEG-stored dataset's sheet from the
   stored JPEGs, so that sheet differs slightly)."""
   small = getattr(image, "thumbnail", b"") or thumbnail_jpeg(image.encoded, cell_size)
-  return SheetCell(image.class_name, image.label, image.rank, small)
+  return SheetCell(image.class_name, image.label, image.rank, small,
+                   getattr(image, "split", ""))
 
 
 def sheet_title(output_dir: str, seed, samples_per_class) -> str:

@@ -56,6 +56,8 @@ class DecodeTask(NamedTuple):
   spare_start: int = -1  # -1: right after the ranks (one task for the class)
   spare_stride: int = 1
   root: str = ""  # '' : the TaskDecoder's root
+  split: str = "train"  # the stored split of its images
+  rank_offset: int = 0  # a rank minus this is its rank within the split
 
 
 def spare_start(task: DecodeTask) -> int:
@@ -85,13 +87,14 @@ def read_file(path: str) -> Union[bytes, str]:
 
 
 def decoded_image(class_name: str, label: int, rank: int, relative_path: str,
-                  source_path: str, result: DecodeResult) -> DecodedImage:
+                  source_path: str, result: DecodeResult,
+                  split: str = "train") -> DecodedImage:
   return DecodedImage(
       class_name=class_name, label=label, rank=rank,
       relative_path=relative_path, source_path=source_path,
       encoded=result.encoded, source_height=result.source_height,
       source_width=result.source_width, sha256=result.sha256,
-      thumbnail=result.thumbnail)
+      thumbnail=result.thumbnail, split=split)
 
 
 def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -155,32 +158,27 @@ class TaskDecoder:
     self._class_locks: Dict[str, threading.Lock] = {}
 
   def __call__(self, task: DecodeTask) -> List[TaskEvent]:
+    """Decodes a whole task: its events, in order."""
+    run = TaskRun(self, task)
     events: List[TaskEvent] = []
-    stored, tried = 0, 0
-    candidates = list(task.candidates)
-    while stored < task.need:
-      if tried == len(candidates):
-        more = self._more_candidates(task, candidates)
-        if len(more) > len(candidates):
-          events.append(("refill", 0, None))
-        candidates = more
-        if tried == len(candidates):
-          break  # the class has no more files
-      relative_path = candidates[tried]
-      tried += 1
-      source_path = listing.join(task.root or self._root, relative_path)
-      rank = task.first_rank + stored * task.stride
-      result, msec = decode_file(
-          self._decoder, source_path,
-          self._thumbnail_size if rank < self._thumbnail_ranks else 0)
-      if isinstance(result, str):
-        events.append(("failed", msec, DecodeFailure(
-            task.class_name, relative_path, source_path, result)))
-        continue
-      events.append(("decoded", msec, decoded_image(
-          task.class_name, task.label, rank, relative_path, source_path, result)))
-      stored += 1
+    while not run.done:
+      events += run.next_image()
     return events
+
+  def start(self, task: DecodeTask) -> "TaskRun":
+    return TaskRun(self, task)
+
+  def _decode(self, task: DecodeTask, relative_path: str, rank: int) -> TaskEvent:
+    source_path = listing.join(task.root or self._root, relative_path)
+    result, msec = decode_file(
+        self._decoder, source_path,
+        self._thumbnail_size if rank < self._thumbnail_ranks else 0)
+    if isinstance(result, str):
+      return ("failed", msec, DecodeFailure(
+          task.class_name, relative_path, source_path, result))
+    return ("decoded", msec, decoded_image(
+        task.class_name, task.label, rank, relative_path, source_path, result,
+        task.split))
 
   def _more_candidates(self, task: DecodeTask, candidates: List[str]) -> List[str]:
     """More of the task's seeded sequence, when every candidate it held failed.
@@ -210,3 +208,74 @@ class TaskDecoder:
     if more[:len(candidates)] != candidates:  # the folder changed under us
       return candidates
     return more
+
+
+class TaskRun:
+  """One task's decoding, an image at a time: `next_image()` tries the task's
+  candidates in order until one more image is stored (or none is left).
+  Not thread-safe: `in_record_order` runs a task's steps one after another."""
+
+  def __init__(self, decoder: TaskDecoder, task: DecodeTask):
+    self._decoder = decoder
+    self._task = task
+    self._candidates = list(task.candidates)
+    self._tried = 0
+    self._stored = 0
+    self._exhausted = False
+
+  @property
+  def done(self) -> bool:
+    return self._exhausted or self._stored >= self._task.need
+
+  def next_image(self) -> List[TaskEvent]:
+    """The events up to and including the next stored image (or up to the end
+    of the candidates: the class is short)."""
+    task, events = self._task, []
+    while not self.done:
+      if self._tried == len(self._candidates):
+        more = self._decoder._more_candidates(task, self._candidates)
+        if len(more) > len(self._candidates):
+          events.append(("refill", 0, None))
+        self._candidates = more
+        if self._tried == len(self._candidates):
+          self._exhausted = True  # the class has no more files
+          break
+      relative_path = self._candidates[self._tried]
+      self._tried += 1
+      rank = task.first_rank + self._stored * task.stride - task.rank_offset
+      event = self._decoder._decode(task, relative_path, rank)
+      events.append(event)
+      if event[0] == "decoded":
+        self._stored += 1
+        break
+    return events
+
+
+def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
+                    lookahead: int) -> Iterator[List[TaskEvent]]:
+  """Decodes a shard's tasks a stored image at a time, in record order: rank
+  within the split, then label (the order of `tasks`, sorted by label).
+
+  Steps of different tasks run on `pool`'s threads in parallel; a task's own
+  steps run one after another (a failed pick shifts the task's later ones),
+  each waiting for the one before. No deadlock: the pool takes steps in
+  submission order, so a step's predecessor is always running or done.
+  """
+  runs = [decoder.start(task) for task in tasks]
+  turns = [0] * len(runs)
+  condition = threading.Condition()
+  steps = sorted((task.first_rank - task.rank_offset + j, i, j)
+                 for i, task in enumerate(tasks) for j in range(task.need))
+
+  def step(item) -> List[TaskEvent]:
+    _, i, j = item
+    with condition:
+      condition.wait_for(lambda: turns[i] == j)
+    try:
+      return runs[i].next_image()
+    finally:
+      with condition:
+        turns[i] += 1
+        condition.notify_all()
+
+  return in_order(pool, step, steps, lookahead)

@@ -334,6 +334,7 @@ class DecodedImage(NamedTuple):
   # The contact sheet's thumbnail (a small JPEG), made while the pixels were at
   # hand, for the first images of a class; b"" for the rest.
   thumbnail: bytes = b""
+  split: str = "train"  # its TFDS split; `rank` is its rank in its class there
 
 
 class DecodeFailure(NamedTuple):

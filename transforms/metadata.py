@@ -2,7 +2,8 @@
 
 Written once, after every shard and the transform graph are in place:
   class_names.txt      line i = the name of label i
-  manifest.csv         one row per stored image: class, label, source, sha256, shard
+  manifest.csv         one row per stored image, in record order: class, label,
+                       rank, source, sha256, shard, split
   errors.csv           one row per file that could not be used, with the reason
   summary.json         per class: files seen, sampled, failed; short classes;
                        the config, seed and package versions
@@ -21,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -44,11 +45,24 @@ class EmptyDatasetError(ValueError):
 
 
 class ClassStats(NamedTuple):
-  """Per class, from the sampling stage: files listed, images planned and
-  the sample size asked for (None: every file)."""
+  """Per class, from the sampling stage: files listed, images planned, the
+  sample size asked for (None: every file), and per split (in split order)
+  the images planned and asked for."""
   seen: int
   planned: int
   samples_per_class: Optional[int] = None
+  splits: Tuple[Tuple[str, int], ...] = ()
+  targets: Tuple[Tuple[str, int], ...] = ()
+
+
+def split_order(stats: Mapping[str, ClassStats]) -> List[str]:
+  """The dataset's splits, in order ('train' alone when no class says)."""
+  order: List[str] = []
+  for name in sorted(stats):
+    for split, _ in stats[name].splits:
+      if split not in order:
+        order.append(split)
+  return order or [SPLIT]
 
 
 def samples_per_class_of(stats: Mapping[str, ClassStats], config: Dict):
@@ -75,21 +89,32 @@ def build_summary(class_names: Sequence[str], stats: Mapping[str, ClassStats],
                   shards: Sequence[ShardInfo], samples_per_class, config: Dict,
                   versions: Dict[str, str]) -> Dict:
   """The machine-readable run summary (a pure function of the run's results)."""
+  splits = split_order(stats)
   sampled: Dict[str, int] = {}
+  stored: Dict[Tuple[str, str], int] = {}  # (class, split) -> images
   for row in rows:
     sampled[row.class_name] = sampled.get(row.class_name, 0) + 1
+    stored[row.class_name, row.split] = stored.get((row.class_name, row.split), 0) + 1
   failed: Dict[str, int] = {}
   for failure in failures:
     failed[failure.class_name] = failed.get(failure.class_name, 0) + 1
   per_class = []
   short = []
+  short_by_split: Dict[str, List[str]] = {split: [] for split in splits}
   for label, name in enumerate(class_names):
-    seen = stats[name].seen if name in stats else 0
+    entry = stats.get(name, ClassStats(0, 0))
     got = sampled.get(name, 0)
-    per_class.append({"class_name": name, "label": label, "files_seen": seen,
-                      "sampled": got, "failed": failed.get(name, 0)})
-    wanted = seen if samples_per_class == "all" else samples_per_class
-    if got < wanted or got == 0:
+    per_class.append({"class_name": name, "label": label, "files_seen": entry.seen,
+                      "sampled": got, "failed": failed.get(name, 0),
+                      "per_split": {split: stored.get((name, split), 0) for split in splits}})
+    wanted = entry.seen if samples_per_class == "all" else samples_per_class
+    targets = dict(entry.targets) or {SPLIT: wanted if isinstance(wanted, int) else 0}
+    class_short = got == 0
+    for split in splits:
+      if stored.get((name, split), 0) < targets.get(split, 0):
+        short_by_split[split].append(name)
+        class_short = True
+    if class_short:
       short.append(name)
   return {
       "dataset": DATASET_NAME,
@@ -99,7 +124,11 @@ def build_summary(class_names: Sequence[str], stats: Mapping[str, ClassStats],
       "files_seen": sum(s.seen for s in stats.values()),
       "samples_per_class": samples_per_class,
       "classes_short": short,
-      "shards": [{"file": s.file_name, "examples": s.num_examples,
+      "splits": [{"name": split,
+                  "num_examples": sum(s.num_examples for s in shards if s.split == split),
+                  "num_shards": sum(1 for s in shards if s.split == split),
+                  "classes_short": short_by_split[split]} for split in splits],
+      "shards": [{"file": s.file_name, "split": s.split, "examples": s.num_examples,
                   "bytes": s.num_bytes} for s in shards],
       "per_class": per_class,
       "config": config,
@@ -109,18 +138,30 @@ def build_summary(class_names: Sequence[str], stats: Mapping[str, ClassStats],
 
 def summary_text(summary: Dict, limit: int = 50) -> str:
   """A short per-class table for people (the first `limit` classes)."""
+  splits = [s["name"] for s in summary.get("splits", [])]
+  many = len(splits) > 1
+  asked = summary["config"].get("splits") or summary["samples_per_class"]
   lines = [
       f"exemplar: {summary['num_examples']} images from "
       f"{summary['num_classes']} classes ({summary['files_seen']} files seen, "
-      f"{summary['num_failed']} failed), samples_per_class="
-      f"{summary['samples_per_class']}, seed={summary['config'].get('seed')}",
-      "",
-      f"{'label':>5}  {'class':<30} {'seen':>8} {'sampled':>8} {'failed':>7}",
+      f"{summary['num_failed']} failed), "
+      + (f"splits={asked}" if summary["config"].get("splits") else f"samples_per_class={asked}")
+      + f", seed={summary['config'].get('seed')}",
   ]
+  if many:
+    lines.append("splits: " + ", ".join(
+        f"{s['name']} {s['num_examples']} images in {s['num_shards']} shards"
+        for s in summary["splits"]))
+  split_columns = "".join(f" {name[:10]:>10}" for name in splits) if many else ""
+  lines += ["", f"{'label':>5}  {'class':<30} {'seen':>8} {'sampled':>8} {'failed':>7}"
+            + split_columns]
   for entry in summary["per_class"][:limit]:
+    per_split = "".join(f" {entry.get('per_split', {}).get(name, 0):>10}"
+                        for name in splits) if many else ""
     lines.append(
         f"{entry['label']:>5}  {entry['class_name'][:30]:<30} "
-        f"{entry['files_seen']:>8} {entry['sampled']:>8} {entry['failed']:>7}")
+        f"{entry['files_seen']:>8} {entry['sampled']:>8} {entry['failed']:>7}"
+        + per_split)
   hidden = len(summary["per_class"]) - limit
   if hidden > 0:
     lines.append(f"  ... and {hidden} more classes (see summary.json)")
@@ -130,6 +171,12 @@ def summary_text(summary: Dict, limit: int = 50) -> str:
     lines.append("")
     lines.append(f"classes short of samples_per_class: {shown}"
                  + (f" and {more} more" if more > 0 else ""))
+    if many:
+      for s in summary["splits"]:
+        if s["classes_short"]:
+          lines.append(f"  short in {s['name']}: " + ", ".join(s["classes_short"][:20])
+                       + (f" and {len(s['classes_short']) - 20} more"
+                          if len(s["classes_short"]) > 20 else ""))
   return "\n".join(lines) + "\n"
 
 
@@ -153,9 +200,10 @@ def tfds_features(class_names: Sequence[str], settings: ImageSettings):
 
 def write_tfds_metadata(target_dir: str, output_dir: str,
                         class_names: Sequence[str], settings: ImageSettings,
-                        shard_lengths: Sequence[int], num_bytes: int) -> List[str]:
+                        splits: Sequence[Tuple[str, Sequence[int], int]]) -> List[str]:
   """Writes TFDS's dataset_info.json and features.json into `target_dir`,
-  describing a dataset that will live in `output_dir`; returns the names.
+  describing a dataset that will live in `output_dir`, with `splits` as
+  [(split, shard lengths, bytes)]; returns the names.
 
   TFDS writes to a local temporary folder; the files are then copied with
   Beam's FileSystems, so any output file system works.
@@ -163,9 +211,6 @@ def write_tfds_metadata(target_dir: str, output_dir: str,
   import tensorflow_datasets as tfds
   from tensorflow_datasets.core import dataset_info, file_adapters, naming
 
-  template = naming.ShardedFileTemplate(
-      data_dir=output_dir, dataset_name=DATASET_NAME, split=SPLIT,
-      filetype_suffix="tfrecord")
   identity = dataset_info.DatasetIdentity(
       name=DATASET_NAME, version=tfds.core.Version("1.0.0"),
       data_dir=output_dir, module_name="")
@@ -175,8 +220,11 @@ def write_tfds_metadata(target_dir: str, output_dir: str,
       supervised_keys=("image", "label"))
   info.set_file_format(file_adapters.FileFormat.TFRECORD)
   info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
-      name=SPLIT, shard_lengths=list(shard_lengths), num_bytes=num_bytes,
-      filename_template=template)]))
+      name=split, shard_lengths=list(lengths), num_bytes=num_bytes,
+      filename_template=naming.ShardedFileTemplate(
+          data_dir=output_dir, dataset_name=DATASET_NAME, split=split,
+          filetype_suffix="tfrecord"))
+      for split, lengths, num_bytes in splits]))
   local_dir = tempfile.mkdtemp(prefix="exemplar-tfds-")
   try:
     info.write_to_directory(local_dir)
@@ -227,14 +275,14 @@ class FinalizeDataset(beam.DoFn):
       raise EmptyDatasetError(
           f"no class to write to {self._final_dir}: the input held no image "
           "(nothing was changed)")
-    shards = sorted(shards, key=lambda s: s.index)
-    num_shards = _num_shards_written(shards)
-    shards = self._fill_empty_shards(shards, num_shards)
-    rows = sorted((row for s in shards for row in s.rows),
-                  key=lambda r: (r.label, r.rank))
-    failures = sorted(failures, key=lambda f: (f.class_name, f.relative_path))
     stats = {name: ClassStats(*value) for name, value in stats.items()
              if name in self._class_names}
+    splits = split_order(stats)
+    shards = [shard for split in splits for shard in self._fill_empty_shards(
+        [s for s in shards if s.split == split], split)]
+    # ShardInfo, in split then shard order
+    rows = [row for s in shards for row in s.rows]  # in record order
+    failures = sorted(failures, key=lambda f: (f.class_name, f.relative_path))
     summary = build_summary(
         self._class_names, stats, rows, failures, shards,
         samples_per_class_of(stats, self._config), self._config, package_versions())
@@ -245,7 +293,8 @@ class FinalizeDataset(beam.DoFn):
         for f in failures]))
     write_tfds_metadata(
         self._staging_dir, self._final_dir, self._class_names, self._settings,
-        [s.num_examples for s in shards], sum(s.num_bytes for s in shards))
+        [(split, [s.num_examples for s in shards if s.split == split],
+          sum(s.num_bytes for s in shards if s.split == split)) for split in splits])
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with commit.commit_lock(self._final_dir, self._run_id):
@@ -256,15 +305,16 @@ class FinalizeDataset(beam.DoFn):
     write_file_atomically(FileSystems.join(self._staging_dir, name),
                           [text.encode("utf-8")])
 
-  def _fill_empty_shards(self, shards: List[ShardInfo],
-                         num_shards: int) -> List[ShardInfo]:
-    """Writes an empty file for each shard that got no image (TFDS lists all)."""
+  def _fill_empty_shards(self, shards: List[ShardInfo], split: str) -> List[ShardInfo]:
+    """A split's shards, with an empty file written for each shard that got
+    no image (TFDS lists them all; a split of no image gets one)."""
+    num_shards = _num_shards_written(shards)
     present = {s.index for s in shards}
     for index in range(num_shards):
       if index not in present:
-        name = shard_file_name(index, num_shards)
+        name = shard_file_name(index, num_shards, split)
         write_file_atomically(FileSystems.join(self._staging_dir, name), [])
-        shards.append(ShardInfo(index, name, 0, 0, []))
+        shards.append(ShardInfo(index, name, 0, 0, [], split))
     return sorted(shards, key=lambda s: s.index)
 
 

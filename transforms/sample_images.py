@@ -14,13 +14,13 @@ from __future__ import annotations
 import posixpath
 import sys
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 
-from exemplar.transforms import listing, progress, sampling
+from exemplar.transforms import listing, progress, sampling, splits
 from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
@@ -31,37 +31,131 @@ RANGES_TAG = "ranges"
 PROBLEMS_TAG = "problems"
 
 
-def _capacity(samples_per_class: Optional[int], spares: int) -> int:
-  if samples_per_class is None:
-    return UNBOUNDED
-  return sampling.capacity_for(samples_per_class, spares)
+class SamplePlan(NamedTuple):
+  """What each class's sample is: validated sampling arguments."""
+  k: Optional[int]  # picks per class (count splits: their sum); None: every file
+  spares: int
+  specs: Tuple[splits.SplitSpec, ...] = ()  # () : one 'train' split of k
+  min_per_class: Optional[int] = None
+  max_per_class: Optional[int] = None
+
+  @property
+  def capacity(self) -> int:
+    if self.k is None:
+      return UNBOUNDED
+    return sampling.capacity_for(self.k, self.spares)
+
+  @property
+  def by_hash(self) -> bool:
+    return splits.is_fraction(self.specs)
+
+  def describe(self):
+    """samples_per_class as summary.json and the sheet's title give it."""
+    if self.by_hash or len(self.specs) > 1:
+      return splits.describe(self.specs)
+    return "all" if self.k is None else self.k
 
 
-def _check_sample_args(samples_per_class, spares: int, seed: int) -> Optional[int]:
-  """'all' or None -> None (every file); else an int >= 1. Raises ValueError."""
-  if samples_per_class in (None, "all"):
-    k = None
-  elif isinstance(samples_per_class, int) and not isinstance(samples_per_class, bool) \
-      and samples_per_class >= 1:
-    k = samples_per_class
-  else:
-    raise ValueError(f"samples_per_class must be an int >= 1 or 'all', "
-                     f"got {samples_per_class!r}")
+def _is_count(value, minimum: int) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_sample_args(samples_per_class, spares: int, seed: int, split_specs=None,
+                      min_per_class: Optional[int] = None,
+                      max_per_class: Optional[int] = None) -> SamplePlan:
+  """Validates the sampling arguments; raises ValueError naming the bad one.
+
+  samples_per_class: k >= 1, 'all' (or None) for every file, or 'P%' (the
+  fraction split train=P%). split_specs: see transforms/splits.py; with it,
+  samples_per_class stays at its default 1 (or 'all' with fractions).
+  """
   if not isinstance(spares, int) or spares < 0:
     raise ValueError(f"spares must be an int >= 0, got {spares!r}")
   if not isinstance(seed, int) or not -(2**127) <= seed < 2**127:
     raise ValueError(f"seed must be an int that fits in 128 bits, got {seed!r}")
-  return k
+  for name, value in (("min_per_class", min_per_class), ("max_per_class", max_per_class)):
+    if value is not None and not _is_count(value, 0 if name == "min_per_class" else 1):
+      raise ValueError(f"{name} must be an int >= {0 if name == 'min_per_class' else 1}, "
+                       f"got {value!r}")
+  if (min_per_class is not None and max_per_class is not None
+      and min_per_class > max_per_class):
+    raise ValueError(f"min_per_class ({min_per_class}) is above max_per_class "
+                     f"({max_per_class})")
+  fraction_k = isinstance(samples_per_class, str) and samples_per_class.strip().endswith("%")
+  if split_specs is not None:
+    specs = splits.parse_splits(split_specs)
+    if not (samples_per_class == 1 or (splits.is_fraction(specs)
+                                       and samples_per_class in (None, "all"))):
+      raise ValueError("give samples_per_class or splits, not both "
+                       "(samples_per_class K is splits train=K)")
+  elif fraction_k:
+    specs = splits.parse_splits([(splits.DEFAULT_SPLIT, samples_per_class.strip())])
+  else:
+    specs = ()
+  if specs and not splits.is_fraction(specs):
+    k: Optional[int] = splits.total_count(specs)
+  elif specs:
+    k = None
+  elif samples_per_class in (None, "all"):
+    k = None
+  elif _is_count(samples_per_class, 1):
+    k = samples_per_class
+  else:
+    raise ValueError(f"samples_per_class must be an int >= 1, 'all' or a percentage "
+                     f"such as '10%', got {samples_per_class!r}")
+  if (min_per_class is not None or max_per_class is not None) and not splits.is_fraction(specs):
+    raise ValueError("min_per_class and max_per_class bound fraction splits "
+                     "(train=80%,... or samples_per_class '10%'); a count is exact")
+  if len(specs) == 1 and not splits.is_fraction(specs) and specs[0].name == splits.DEFAULT_SPLIT:
+    specs = ()  # train=K is plain k
+  return SamplePlan(k, spares, specs, min_per_class, max_per_class)
+
+
+def _fraction_picks(candidates: Sequence[Tuple[int, str]], root: str,
+                    plan: SamplePlan):
+  """Fraction splits: a class's candidates (every file, in seeded order) ->
+  (picks, [(split, planned)], [(split, asked)]) (a pure function)."""
+  bounds = splits.fraction_bounds(plan.specs)
+  buckets: Dict[str, List[str]] = {name: [] for name, _ in bounds}
+  extras: List[str] = []  # files in no split (fractions under 100%)
+  for priority, relative in candidates:
+    name = splits.split_of(priority, bounds)
+    (buckets[name] if name is not None else extras).append(relative)
+  picks, planned, asked = [], [], []
+  for name, _ in bounds:
+    bucket = buckets[name]
+    n, _ = splits.bound_count(len(bucket), plan.min_per_class, plan.max_per_class)
+    if plan.min_per_class is not None and n < plan.min_per_class and extras:
+      # Top up from files in no split: no image ever leaves another split.
+      take = min(plan.min_per_class - n, len(extras))
+      bucket = bucket[:n] + extras[:take]
+      del extras[:take]
+      n += take
+    kept = bucket[:n + (plan.spares if plan.max_per_class is not None else 0)]
+    picks += [Pick(rank, relative, listing.join(root, relative), name)
+              for rank, relative in enumerate(kept)]
+    planned.append((name, n))
+    asked.append((name, max(n, plan.min_per_class or 1)))
+  return tuple(picks), tuple(planned), tuple(asked)
 
 
 def to_class_sample(class_name: str, sample: PartialSample, root: str,
-                    samples_per_class: Optional[int], relistable: bool,
+                    plan: SamplePlan, relistable: bool,
                     problems: Sequence[Tuple[str, str]] = ()) -> ClassSample:
   """A merged PartialSample -> the class's ClassSample (a pure function)."""
+  problems = tuple(sorted(problems))
+  if plan.by_hash:
+    picks, planned, asked = _fraction_picks(sample.candidates, root, plan)
+    return ClassSample(class_name, root, sample.seen, plan.max_per_class, picks,
+                       False, problems, planned, True, asked)
   picks = tuple(Pick(rank, relative, listing.join(root, relative))
                 for rank, (_, relative) in enumerate(sample.candidates))
-  return ClassSample(class_name, root, sample.seen, samples_per_class, picks,
-                     relistable, tuple(sorted(problems)))
+  if not plan.specs:
+    return ClassSample(class_name, root, sample.seen, plan.k, picks, relistable, problems)
+  wanted = min(plan.k, sample.seen)
+  return ClassSample(class_name, root, sample.seen, plan.k, picks, relistable, problems,
+                     tuple(splits.allocate_counts(plan.specs, wanted)), False,
+                     tuple((s.name, s.count) for s in plan.specs))
 
 
 class ListAndSampleClassFn(beam.DoFn):
@@ -142,9 +236,18 @@ class SampleImageFolder(beam.PTransform):
   Args:
     input_dir: the root, a local path or any Beam file system's URI
       (gs://...). Literal: never a glob.
-    samples_per_class: k >= 1, or 'all' for every file.
+    samples_per_class: k >= 1, 'all' for every file, or a percentage such
+      as '10%' (the fraction split train=10%).
     seed: the sampling seed (an int of at most 128 bits): same files and
       seed, same picks, on any runner.
+    splits: stored TFDS splits, per class: counts ('train=5,validation=2'
+      or {'train': 5, 'validation': 2}: the seeded order cut in turn) or
+      fractions ('train=80%,validation=20%': each image's split fixed by its
+      own seeded hash, so it never moves when files are added or removed).
+      See transforms/splits.py and README, "Splits".
+    min_per_class, max_per_class: bounds on a fraction split's images per
+      class (a split under min takes files that are in no split, if any;
+      otherwise it is reported short).
     spares: candidates kept beyond k per class, to replace picks that fail
       to decode.
     class_names: the classes to take, in label order (as Keras's
@@ -165,9 +268,12 @@ class SampleImageFolder(beam.PTransform):
   def __init__(self, input_dir: str, samples_per_class: Union[int, str] = 1,
                seed: int = 0, spares: int = DEFAULT_SPARES,
                class_names: Optional[Sequence[str]] = None,
-               remote: listing.RemoteListing = listing.RemoteListing()):
+               remote: listing.RemoteListing = listing.RemoteListing(),
+               splits=None, min_per_class: Optional[int] = None,
+               max_per_class: Optional[int] = None):
     super().__init__()
-    self._k = _check_sample_args(samples_per_class, spares, seed)
+    self._plan = check_sample_args(samples_per_class, spares, seed, splits,
+                                   min_per_class, max_per_class)
     self._input_dir = listing.normalize_root(input_dir)
     if class_names is not None:
       class_names = listing.names_list("class_names", class_names)
@@ -178,18 +284,18 @@ class SampleImageFolder(beam.PTransform):
     self._remote = remote
 
   def default_label(self) -> str:
-    k = "all" if self._k is None else self._k
-    return f"SampleImageFolder({posixpath.basename(self._input_dir) or self._input_dir}, k={k})"
+    return (f"SampleImageFolder({posixpath.basename(self._input_dir) or self._input_dir}, "
+            f"k={self._plan.describe()})")
 
   def display_data(self):
     return {"input_dir": self._input_dir,
-            "samples_per_class": "all" if self._k is None else self._k,
+            "samples_per_class": self._plan.describe(),
             "seed": DisplayDataItem(str(self._seed), label="Seed"),
             "spares": self._spares, "classes": len(self.class_names)}
 
   def expand(self, pbegin):
-    root, k = self._input_dir, self._k
-    capacity = _capacity(k, self._spares)
+    root, plan = self._input_dir, self._plan
+    capacity = plan.capacity
     listed = (
         pbegin
         | "ClassFolders" >> beam.Create(list(self.class_names))
@@ -217,7 +323,7 @@ class SampleImageFolder(beam.PTransform):
         # (class, {'sample': [PartialSample], 'problems': [(folder, reason)]})
         | "ToClassSample" >> beam.MapTuple(
             lambda name, joined: to_class_sample(
-                name, joined["sample"][0], root, k, True, joined["problems"]))
+                name, joined["sample"][0], root, plan, True, joined["problems"]))
         # ClassSample
     )
 
@@ -264,7 +370,8 @@ class SampleImages(beam.PTransform):
   `exemplar.ReadImageList`'s `ListedImage`). Paths are literal.
 
   Args:
-    samples_per_class: k >= 1, or 'all' for every path.
+    samples_per_class, splits, min_per_class, max_per_class: as
+      SampleImageFolder.
     seed, spares: as SampleImageFolder.
     root: the folder paths are keyed relative to ('' : every path whole).
 
@@ -279,33 +386,36 @@ class SampleImages(beam.PTransform):
   """
 
   def __init__(self, samples_per_class: Union[int, str] = 1, seed: int = 0,
-               spares: int = DEFAULT_SPARES, root: str = ""):
+               spares: int = DEFAULT_SPARES, root: str = "", splits=None,
+               min_per_class: Optional[int] = None,
+               max_per_class: Optional[int] = None):
     super().__init__()
-    self._k = _check_sample_args(samples_per_class, spares, seed)
+    self._plan = check_sample_args(samples_per_class, spares, seed, splits,
+                                   min_per_class, max_per_class)
     self._seed = seed
     self._spares = spares
     self._root = listing.normalize_root(root) if root else ""
 
   def default_label(self) -> str:
-    return f"SampleImages(k={'all' if self._k is None else self._k}, seed={self._seed})"
+    return f"SampleImages(k={self._plan.describe()}, seed={self._seed})"
 
   def display_data(self):
-    return {"samples_per_class": "all" if self._k is None else self._k,
+    return {"samples_per_class": self._plan.describe(),
             "seed": DisplayDataItem(str(self._seed), label="Seed"),
             "spares": self._spares, "root": self._root}
 
   def expand(self, pcoll):
-    root, k = self._root, self._k
+    root, plan = self._root, self._plan
     return (
         pcoll
         | "KeyByClass" >> beam.Map(keyed_path, root=root)
         # (class_name, relative path)
         | "CountOnce" >> beam.Distinct()
         | "Sample" >> beam.CombinePerKey(sampling.SeededPathSampleFn(
-            self._seed, _capacity(k, self._spares)))
+            self._seed, plan.capacity))
         # (class_name, PartialSample)
         | "ToClassSample" >> beam.MapTuple(
-            lambda name, sample: to_class_sample(name, sample, root, k, False))
+            lambda name, sample: to_class_sample(name, sample, root, plan, False))
         # ClassSample
     )
 

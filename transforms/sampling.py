@@ -25,6 +25,8 @@ from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
+from exemplar.transforms.splits import DEFAULT_SPLIT
+
 # (priority, relative_path). Priorities are 128-bit, so two distinct paths tie
 # with probability ~2**-128; ordering by the pair keeps even that deterministic.
 Candidate = Tuple[int, str]
@@ -150,6 +152,8 @@ class Pick(NamedTuple):
   relative_path: str  # the sampling key: the path below the root ('cat/x.jpg'),
                       # or the whole path/URI for a file outside any root
   path: str           # the source file: absolute path or URI
+  split: str = ""     # fraction splits: the split its hash puts it in (then
+                      # `rank` is its rank there); '' : by rank (count splits)
 
 
 class ClassSample(NamedTuple):
@@ -163,6 +167,13 @@ class ClassSample(NamedTuple):
   `root/class_name` for more candidates when every spare fails (a class
   folder: yes; a list file: no). `problems` are (relative folder, reason)
   pairs for sub-folders that could not be listed.
+
+  `splits` are (split, images planned) in split order; () : one 'train'
+  split of `wanted` images. Count splits cut the picks' rank order in turn
+  (the first split gets ranks 0 to n-1, ...); with `split_by_hash` (fraction
+  splits) each pick's `split` names its split and its `rank` its place
+  there, and a split's picks beyond its planned count are its spares.
+  `targets` are (split, images asked for): a class below one is short.
   """
   class_name: str
   root: str
@@ -171,13 +182,31 @@ class ClassSample(NamedTuple):
   picks: Tuple[Pick, ...]
   relistable: bool = False
   problems: Tuple[Tuple[str, str], ...] = ()
+  splits: Tuple[Tuple[str, int], ...] = ()
+  split_by_hash: bool = False
+  targets: Tuple[Tuple[str, int], ...] = ()
 
   @property
   def wanted(self) -> int:
     """How many images the class should yield."""
+    if self.splits:
+      return sum(n for _, n in self.splits)
     if self.samples_per_class is None:
       return self.files_seen
     return min(self.samples_per_class, self.files_seen)
+
+
+def sample_splits(sample: ClassSample) -> Tuple[Tuple[str, int], ...]:
+  """(split, images planned) of a class, in split order."""
+  return sample.splits or ((DEFAULT_SPLIT, sample.wanted),)
+
+
+def sample_targets(sample: ClassSample) -> Tuple[Tuple[str, int], ...]:
+  """(split, images asked for) of a class: below one, the class is short."""
+  if sample.targets:
+    return sample.targets
+  asked = sample.files_seen if sample.samples_per_class is None else sample.samples_per_class
+  return ((DEFAULT_SPLIT, asked),)
 
 
 class SeededPathSampleFn(beam.CombineFn):

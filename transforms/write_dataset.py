@@ -22,7 +22,7 @@ from exemplar.transforms import (commit, contact_sheet, decoding, fileio, listin
                                  metadata, tft_graph, writing)
 from exemplar.transforms.decoding import (COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS,
                                           DecodeFailure, ImageSettings)
-from exemplar.transforms.sampling import ClassSample
+from exemplar.transforms.sampling import ClassSample, sample_splits, sample_targets
 
 # 2**27 pixels (e.g. 16384 x 8192): far above real photos, far below what a
 # crafted header can claim.
@@ -49,9 +49,25 @@ def dataset_written(output_dir: str, summary: Dict) -> DatasetWritten:
       summary["num_failed"], tuple(summary["classes_short"]))
 
 
-def class_stats(sample: ClassSample) -> Tuple[str, Tuple[int, int, Optional[int]]]:
-  """ClassSample -> (class, (files seen, images planned, samples_per_class))."""
-  return sample.class_name, (sample.files_seen, sample.wanted, sample.samples_per_class)
+def class_stats(sample: ClassSample) -> Tuple[str, Tuple]:
+  """ClassSample -> (class, (files seen, images planned, samples_per_class,
+  ((split, planned), ...), ((split, asked for), ...)))."""
+  return sample.class_name, (sample.files_seen, sample.wanted, sample.samples_per_class,
+                             tuple(sample_splits(sample)), tuple(sample_targets(sample)))
+
+
+def planned_per_split(stats: Dict[str, Tuple]) -> List[Tuple[str, Dict[str, int]]]:
+  """{class: class_stats} -> [(split, {class: images planned})], in split
+  order (every class lists the same splits)."""
+  order: List[str] = []
+  per_split: Dict[str, Dict[str, int]] = {}
+  for name in sorted(stats):
+    for split, planned in stats[name][3]:
+      if split not in per_split:
+        order.append(split)
+        per_split[split] = {}
+      per_split[split][name] = planned
+  return [(split, per_split[split]) for split in order]
 
 
 def folder_problems(sample: ClassSample) -> List[DecodeFailure]:
@@ -114,7 +130,7 @@ class WriteDataset(beam.PTransform):
     image_format: stored encoding, 'png' (lossless) or 'jpeg'.
     class_names: label order (label i = class_names[i]) and which classes to
       keep; default: the classes of the input, sorted as plain strings.
-    num_shards: TFRecord shards (default: about 128 MB each).
+    num_shards: TFRecord shards of each split (default: about 128 MB each).
     max_pixels: refuse images whose header claims more pixels (0: no limit).
     exif_transpose: turn images upright by EXIF orientation (Keras does not).
     contact_sheet: write contact_sheet.png.
@@ -216,10 +232,9 @@ class WriteDataset(beam.PTransform):
     stats = (samples
              | "ClassStats" >> beam.Map(class_stats)
              | "CollectClassStats" >> beam.combiners.ToDict())
-    # {class: (seen, planned, samples_per_class)}
-    planned = stats | "PlannedPerClass" >> beam.Map(
-        lambda d: {name: value[1] for name, value in d.items()})
-    # {class: planned}
+    # {class: (seen, planned, samples_per_class, splits, targets)}
+    planned = stats | "PlannedPerSplit" >> beam.Map(planned_per_split)
+    # [(split, {class: planned})]
 
     # The decoders make the sheet's thumbnails from the pixels they hold.
     sheet_per_class = (contact_sheet.DEFAULT_MAX_PER_CLASS if self._contact_sheet
@@ -260,7 +275,8 @@ class WriteDataset(beam.PTransform):
               title=contact_sheet.sheet_title(
                   self._description.get("output_dir", self._output_dir),
                   self._description.get("seed", self._seed),
-                  self._description.get("samples_per_class", "?")),
+                  self._description.get("splits")
+                  or self._description.get("samples_per_class", "?")),
               total=total))
           # contact sheet page paths
     all_writers_done = writers_done | "WritersDone" >> beam.Flatten()

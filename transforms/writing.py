@@ -1,10 +1,10 @@
 """Stage 5: write the decoded images as sharded TFRecords of tf.train.Example.
 
 Sharding is deterministic: an image's shard is fixed before it is decoded by
-its class's position and its rank (rank r of a class goes to shard (class
-offset + r) % num_shards), records in a shard are sorted by (label, rank), and
-examples serialize deterministically, so the same input and seed give
-byte-identical shards on any runner.
+its split, its rank in its class and its class's label (a split's records
+are in (rank, label) order, cut into consecutive shards), and examples
+serialize deterministically, so the same input and seed give byte-identical
+shards on any runner.
 
 Each shard is decoded and written whole by one task, to a temporary name beside its final
 name, then renamed into place (on object stores an object only appears when its
@@ -27,7 +27,7 @@ from exemplar.transforms import beam_internals, contact_sheet, decode_tasks, dec
 from exemplar.transforms.decode_tasks import DecodeTask
 from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
-from exemplar.transforms.sampling import ClassSample
+from exemplar.transforms.sampling import ClassSample, sample_splits
 from exemplar.transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
 
 # Keep a shard near this size; TFDS recommends 100-200 MB.
@@ -54,12 +54,13 @@ class ManifestRow(NamedTuple):
   source_height: int
   source_width: int
   shard: str
+  split: str  # the TFDS split; `rank` is the image's place in its class there
 
 
 def manifest_row(image: DecodedImage, shard_name: str) -> ManifestRow:
   return ManifestRow(image.class_name, image.label, image.rank,
                      image.relative_path, image.source_path, image.sha256,
-                     image.source_height, image.source_width, shard_name)
+                     image.source_height, image.source_width, shard_name, image.split)
 
 
 class ShardInfo(NamedTuple):
@@ -68,6 +69,7 @@ class ShardInfo(NamedTuple):
   num_examples: int
   num_bytes: int
   rows: List[ManifestRow]
+  split: str = SPLIT
 
 
 def serialize_example(image: DecodedImage, settings: ImageSettings) -> bytes:
@@ -113,7 +115,8 @@ def tfrecord_bytes(records: Iterable[bytes]) -> Iterator[bytes]:
 
 def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
                        settings: ImageSettings) -> int:
-  """`--num_shards` if given, else sized from the planned image count."""
+  """`num_shards` if given (per split), else sized from the planned image
+  count."""
   if fixed:
     return fixed
   return auto_num_shards(sum(planned.values()), settings)
@@ -123,35 +126,70 @@ def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
 #
 # The shard of every image is fixed before it is decoded, so only paths cross
 # the shuffle: each shard's decode tasks are grouped, decoded on a thread pool
-# and streamed into the shard file in record order. Memory stays at the tasks
-# in flight (a few per thread, each at most TASK_RANKS images), never the
-# dataset's or a whole shard's encoded images, and no image bytes are shuffled
-# between workers.
+# and streamed into the shard file in record order. Memory stays at the images
+# in flight (a few per thread), never the dataset's or a whole shard's encoded
+# images, and no image bytes are shuffled between workers.
 #
-# Rank r of a class is stored in shard (class offset + r) % num_shards, so
-# shards are balanced to within one image per class and every shard mixes the
-# classes. A class's decode tasks are runs of its ranks on one shard (r, r +
-# num_shards, ..., at most TASK_RANKS of them), so a shard's writer stores its
-# records in (label, rank) order task after task. Each task's candidates are
-# the seeded positions of its ranks, then its share of the class's spares
-# (dealt round-robin over the class's tasks); when they run out it draws more
-# of its own sequence from a new listing. With one task per class (k <=
-# TASK_RANKS and one shard, or k = 1) a failed pick is replaced by the class's
-# next candidate, as a sequential sampler would; with several, by the task's
-# next, so a class of barely more than k files can come out short while one
-# task's share still holds a decodable file. With every file kept each file
-# is its own task (rank = its place in the class's seeded order; a file that
-# fails leaves a gap).
+# Records of a split are in (rank, label) order: every class's first pick,
+# then every class's second, ... so any prefix read in order (TFDS's
+# `train[:N]`, the first N records of the unshuffled split) is as balanced
+# as N allows. Shards are consecutive runs of that order, equal to within
+# one record (record p of N on shard p * S // N, as TFDS reads them in shard
+# order).
+#
+# A class's decode tasks are its runs of consecutive ranks that share a split
+# and a shard. Each task's candidates are the seeded positions of its ranks,
+# then its share of the class's spares (dealt round-robin over the class's
+# tasks); when they run out it draws more of its own sequence from a new
+# listing. With one task per class (the usual case: its picks in one shard)
+# a failed pick is replaced by the class's next candidate, as a sequential
+# sampler would; with several, by the task's next. With every file kept each
+# file is its own task (rank = its place in the class's seeded order; a file
+# that fails leaves a gap).
 
 SHEET_TAG = "sheet"
-# At most about this many ranks per task, so one large class still decodes on
-# every thread of a shard's writer.
-TASK_RANKS = 16
+
+
+class SplitLayout(NamedTuple):
+  """Where a split's records go: (rank, label) order cut into shards."""
+  name: str
+  num_shards: int
+  num_records: int
+  planned: "object"  # numpy int64 array: images planned per label
+  before: "object"   # numpy int64 array: records of rank < r, for r = 0..max
+
+
+def split_layout(name: str, planned: Dict[str, int], class_names: Sequence[str],
+                 fixed_num_shards: Optional[int], settings: ImageSettings) -> SplitLayout:
+  import numpy as np
+  counts = np.array([planned.get(c, 0) for c in class_names], dtype=np.int64)
+  total = int(counts.sum())
+  num_shards = resolve_num_shards(fixed_num_shards, {name: total}, settings)
+  longest = int(counts.max()) if len(counts) else 0
+  # classes_above[j] = classes with more than j images = records of rank j
+  classes_above = np.bincount(counts, minlength=longest + 1)[::-1].cumsum()[::-1]
+  records_of_rank = classes_above[1:]
+  before = np.concatenate([[0], np.cumsum(records_of_rank)]).astype(np.int64)
+  return SplitLayout(name, num_shards, total, counts, before)
+
+
+def rank_shards(layout: SplitLayout, label: int, ranks: int) -> List[int]:
+  """The shard of each of ranks 0..ranks-1 of class `label` in a split
+  (a pure function; numpy, O(classes + ranks))."""
+  import numpy as np
+  if ranks <= 0:
+    return []
+  earlier = np.minimum(layout.planned[:label], ranks)
+  # at_least[j] = earlier classes with at least j images (of the first `ranks`)
+  at_least = np.bincount(earlier, minlength=ranks + 1)[::-1].cumsum()[::-1]
+  r = np.arange(ranks)
+  positions = layout.before[r] + at_least[r + 1]
+  return (positions * layout.num_shards // max(1, layout.num_records)).tolist()
 
 
 class ShardLayout:
-  """(labels, class offsets, num_shards) for the side-input values
-  {class: planned} and [class names].
+  """({class: label}, {split: SplitLayout}) for the side-input values
+  [(split, {class: planned})] and [class names].
 
   Computed once per side-input value, not per element (with every image kept
   that is millions of images times thousands of classes).
@@ -160,79 +198,118 @@ class ShardLayout:
   def __init__(self, num_shards: Optional[int], settings: ImageSettings):
     self._fixed_num_shards = num_shards
     self._settings = settings
-    self._cached = None  # (planned, class_names, (labels, offsets, num_shards))
+    self._cached = None  # (planned, class_names, result)
 
-  def __call__(self, planned: Dict[str, int], class_names: Sequence[str]
-               ) -> Tuple[Dict[str, int], Dict[str, int], int]:
-    """-> ({class: label}, {class: global index of its first image}, num_shards)."""
+  def __call__(self, planned: Sequence[Tuple[str, Dict[str, int]]],
+               class_names: Sequence[str]
+               ) -> Tuple[Dict[str, int], Dict[str, SplitLayout]]:
     if (self._cached is None or self._cached[0] is not planned
         or self._cached[1] is not class_names):
-      labels, offsets, total = {}, {}, 0
-      for label, name in enumerate(class_names):
-        labels[name] = label
-        offsets[name] = total
-        total += planned.get(name, 0)
-      self._cached = (planned, class_names, (labels, offsets, resolve_num_shards(
-          self._fixed_num_shards, planned, self._settings)))
+      labels = {name: label for label, name in enumerate(class_names)}
+      layouts = {split: split_layout(split, per_class, class_names,
+                                     self._fixed_num_shards, self._settings)
+                 for split, per_class in planned}
+      self._cached = (planned, class_names, (labels, layouts))
     return self._cached[2]
 
 
+class Run(NamedTuple):
+  """Consecutive ranks of a class on one shard of one split."""
+  first_rank: int  # in the class's candidate order
+  need: int
+  split: str
+  rank_offset: int  # first_rank - rank_offset = the rank within the split
+  shard: int
+
+
+def shard_runs(split: str, start: int, shards: Sequence[int]) -> List[Run]:
+  """The shards of ranks start, start + 1, ... -> runs of equal shards."""
+  runs: List[Run] = []
+  for i, shard in enumerate(shards):
+    if runs and runs[-1].shard == shard:
+      runs[-1] = runs[-1]._replace(need=runs[-1].need + 1)
+    else:
+      runs.append(Run(start + i, 1, split, start, shard))
+  return runs
+
+
 def class_tasks(class_name: str, label: int, candidates: Sequence[str],
-                planned: int, seen: int, num_shards: int,
-                root: str = "") -> List[DecodeTask]:
-  """A class's seeded candidates -> its decode tasks, in rank order (above).
-  `seen` 0: the class cannot be listed again for more candidates."""
-  if planned <= 0:
+                runs: Sequence[Run], seen: int, root: str = ""
+                ) -> List[Tuple[int, DecodeTask]]:
+  """A class's seeded candidates and rank runs -> its decode tasks, with
+  their shards, in rank order (above). `seen` 0: the class cannot be listed
+  again for more candidates."""
+  runs = sorted(r for r in runs if r.need > 0)
+  if not runs:
     return []
-  runs = []  # (first rank, ranks): runs of the ranks that share a shard
-  for residue in range(min(num_shards, planned)):
-    ranks = len(range(residue, planned, num_shards))
-    for start in range(0, ranks, TASK_RANKS):
-      runs.append((residue + start * num_shards, min(TASK_RANKS, ranks - start)))
-  runs.sort()
+  planned = sum(r.need for r in runs)
   # Every file already a candidate: a new listing would find nothing more.
   seen_for_tasks = 0 if len(candidates) >= seen else seen
-  if len(runs) == 1:
-    task = DecodeTask(class_name, label, [], runs[0][1], 0, seen_for_tasks, 1,
-                      root=root)
-    return [task._replace(candidates=decode_tasks.task_candidates(candidates, task))]
   tasks = []
-  for index, (first_rank, need) in enumerate(runs):
-    task = DecodeTask(class_name, label, [], need, first_rank, seen_for_tasks,
-                      num_shards, planned + index, len(runs), root=root)
-    tasks.append(task._replace(candidates=decode_tasks.task_candidates(candidates, task)))
+  for index, run in enumerate(runs):
+    if len(runs) == 1:
+      task = DecodeTask(class_name, label, [], run.need, run.first_rank,
+                        seen_for_tasks, 1, root=root, split=run.split,
+                        rank_offset=run.rank_offset)
+    else:
+      task = DecodeTask(class_name, label, [], run.need, run.first_rank,
+                        seen_for_tasks, 1, planned + index, len(runs), root=root,
+                        split=run.split, rank_offset=run.rank_offset)
+    tasks.append((run.shard,
+                  task._replace(candidates=decode_tasks.task_candidates(candidates, task))))
   return tasks
 
 
+def sample_tasks(sample: ClassSample, label: int,
+                 layouts: Dict[str, SplitLayout]) -> List[Tuple[int, DecodeTask]]:
+  """ClassSample -> [(shard, DecodeTask)] (a pure function)."""
+  splits = sample_splits(sample)
+  if sample.split_by_hash:
+    # Each split: its own picks, in seeded order; the rest of them spares.
+    tasks = []
+    for split, planned in splits:
+      picks = [p.relative_path for p in sample.picks if p.split == split]
+      shards = rank_shards(layouts[split], label, planned)
+      if sample.samples_per_class is None and len(picks) == planned:
+        tasks += [(shard, DecodeTask(sample.class_name, label, [path], 1, rank, 1,
+                                     root=sample.root, split=split))
+                  for rank, (path, shard) in enumerate(zip(picks, shards))]
+      else:
+        tasks += class_tasks(sample.class_name, label, picks,
+                             shard_runs(split, 0, shards), 0, sample.root)
+    return tasks
+  paths = [pick.relative_path for pick in sample.picks]
+  if sample.samples_per_class is None:  # every file: one task each, no spares
+    split = splits[0][0]
+    shards = rank_shards(layouts[split], label, len(paths))
+    return [(shard, DecodeTask(sample.class_name, label, [path], 1, rank, 1,
+                               root=sample.root, split=split))
+            for rank, (path, shard) in enumerate(zip(paths, shards))]
+  runs, start = [], 0
+  for split, planned in splits:
+    runs += shard_runs(split, start, rank_shards(layouts[split], label, planned))
+    start += planned
+  return class_tasks(sample.class_name, label, paths, runs,
+                     sample.files_seen if sample.relistable else 0, sample.root)
+
+
 class AssignShardsFn(beam.DoFn):
-  """ClassSample -> ((shard_index, num_shards), DecodeTask) per task; a class
-  not in the class names is left out."""
+  """ClassSample -> ((split, shard_index, num_shards), DecodeTask) per task; a
+  class not in the class names is left out."""
 
   def __init__(self, num_shards: Optional[int], settings: ImageSettings):
     self._layout = ShardLayout(num_shards, settings)
 
-  def process(self, sample: ClassSample, planned: Dict[str, int],
-              class_names: Sequence[str]):
-    labels, offsets, num_shards = self._layout(planned, class_names)
-    class_name = sample.class_name
-    if class_name not in labels:
+  def process(self, sample: ClassSample, planned, class_names: Sequence[str]):
+    labels, layouts = self._layout(planned, class_names)
+    if sample.class_name not in labels:
       return
-    label = labels[class_name]
-    paths = [pick.relative_path for pick in sample.picks]
-    if sample.samples_per_class is None:  # every file: one task each, no spares
-      tasks = [DecodeTask(class_name, label, [path], 1, rank, 1, root=sample.root)
-               for rank, path in enumerate(paths)]
-    else:
-      tasks = class_tasks(class_name, label, paths, sample.wanted,
-                          sample.files_seen if sample.relistable else 0,
-                          num_shards, sample.root)
-    for task in tasks:
-      # Every rank of a task lands on the same shard as its first.
-      yield ((offsets[class_name] + task.first_rank) % num_shards, num_shards), task
+    for shard, task in sample_tasks(sample, labels[sample.class_name], layouts):
+      yield (task.split, shard, layouts[task.split].num_shards), task
 
 
 class DecodeAndWriteShard(beam.DoFn):
-  """((index, num_shards), [DecodeTask]) -> ShardInfo (main), DecodeFailure
+  """((split, index, num_shards), [DecodeTask]) -> ShardInfo (main), DecodeFailure
   ('failures'), and the first `sheet_per_class` images of a class, with their
   thumbnails and without the stored image ('sheet')."""
 
@@ -269,19 +346,19 @@ class DecodeAndWriteShard(beam.DoFn):
       pool.shutdown(wait=True)
 
   def process(self, element) -> Iterator:
-    (index, num_shards), tasks = element
+    (split, index, num_shards), tasks = element
     started = time.monotonic()
     tasks = sorted((DecodeTask(*t) for t in tasks),
                    key=lambda t: (t.label, t.first_rank))
-    name = shard_file_name(index, num_shards)
+    name = shard_file_name(index, num_shards, split)
     rows: List[ManifestRow] = []
     failures: List[decoding.DecodeFailure] = []
     sheet: List[DecodedImage] = []
 
     def records() -> Iterator[bytes]:
       # Metrics are counted here, in the bundle's thread (they are thread-local).
-      for events in decode_tasks.in_order(self._pool, self._decode_task, tasks,
-                                      2 * decode_tasks.DECODE_THREADS):
+      for events in decode_tasks.in_record_order(
+          self._pool, self._decode_task, tasks, 2 * decode_tasks.DECODE_THREADS):
         for kind, msec, value in events:
           if kind == "refill":
             self._refills.inc()
@@ -306,7 +383,7 @@ class DecodeAndWriteShard(beam.DoFn):
     self._examples.inc(len(rows))
     self._msec.inc(int((time.monotonic() - started) * 1000))
     progress.tick("shards written")
-    yield ShardInfo(index, name, len(rows), num_bytes, rows)
+    yield ShardInfo(index, name, len(rows), num_bytes, rows, split)
     for failure in failures:
       yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
     for image in sheet:
@@ -317,9 +394,10 @@ class DecodeAndWriteShards(beam.PTransform):
   """ClassSample -> tagged outputs 'shards' (ShardInfo), 'failures'
   (DecodeFailure) and 'sheet' (DecodedImage: thumbnails for the contact sheet).
 
-  `planned_per_class` is a singleton side input {class: images planned},
-  which places each class's tasks and, when `num_shards` is None, sizes the
-  shards; `class_names` a singleton side input [name of label i].
+  `planned_per_class` is a singleton side input [(split, {class: images
+  planned})], in split order, which places each class's tasks and, when
+  `num_shards` is None, sizes each split's shards; `class_names` a singleton
+  side input [name of label i].
   """
 
   def __init__(self, output_dir: str, num_shards: Optional[int],
@@ -340,9 +418,9 @@ class DecodeAndWriteShards(beam.PTransform):
         samples
         | "AssignShards" >> beam.ParDo(self._assign, planned=self._planned,
                                        class_names=self._class_names)
-        # ((shard_index, num_shards), DecodeTask)
+        # ((split, shard_index, num_shards), DecodeTask)
         | "GroupByShard" >> beam.GroupByKey()
-        # ((shard_index, num_shards), [DecodeTask]): paths only
+        # ((split, shard_index, num_shards), [DecodeTask]): paths only
         | "DecodeAndWriteShard" >> beam.ParDo(self._write).with_outputs(
             FAILURES_TAG, SHEET_TAG, main="shards"))
         # ShardInfo; DecodeFailure; DecodedImage with a thumbnail
