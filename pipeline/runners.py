@@ -125,6 +125,24 @@ def run_dofn_on_partition(elements, do_fn, label: str, window_fn,
   return results
 
 
+def _side_value(bag):
+  """A side input's whole value, [every element of `bag`], as a Delayed: one
+  task in the job's graph, shared by every consumer.
+
+  Not the `Item` that `bag.reduction` returns: dask.bag's map_partitions
+  hands an Item argument to `dask.delayed.unpack_collections`, which wraps
+  it in `ProhibitReuse` (dask 2025+): every key of the side input's upstream
+  graph gets a fresh uuid suffix, so each side input runs a private copy of
+  the whole pipeline above it (listing, sampling, the shard writers with
+  their file writes). The copies need not agree (each draws its own
+  `Reshuffle` keys): on a two-worker cluster each shard writer ran 4 times
+  per job, and in about a third of jobs a copy missing whole classes wrote
+  the shard files last, while another copy's rows made manifest.csv. A
+  Delayed is unpacked to a plain reference to its key, never renamed.
+  """
+  return bag.reduction(list, _flatten_lists).to_delayed(optimize_graph=False)
+
+
 @dataclasses.dataclass
 class _BagBuilder:
   """Pipeline visitor: one dask bag per PCollection."""
@@ -155,7 +173,7 @@ class _BagBuilder:
     side_specs, side_values = [], []
     for si in node.side_inputs:
       side_specs.append((type(si), beam_internals.side_input_view_options(si)))
-      side_values.append(self.bags[id(si.pvalue)].reduction(list, _flatten_lists))
+      side_values.append(_side_value(self.bags[id(si.pvalue)]))
     tagged = input_bag.map_partitions(
         run_dofn_on_partition, transform.fn, node.full_label, window_fn,
         list(args), dict(kwargs), side_specs, *side_values)
