@@ -143,7 +143,8 @@ def describe(dataset: Dataset, max_rows: int = 50) -> str:
       f"  examples           {s.get('num_examples', '?')}  "
       f"({s.get('files_seen', '?')} files seen, {s.get('num_failed', 0)} failed"
       f", {len(s.get('classes_short', []))} classes short)",
-      f"  samples per class  {s.get('samples_per_class', c.get('samples_per_class'))}",
+      (f"  splits             {c['splits']}" if c.get("splits") else
+       f"  samples per class  {s.get('samples_per_class', c.get('samples_per_class'))}"),
       f"  seed               {c.get('seed')}",
       f"  image              {height} x {width}, {c.get('color_mode')}, "
       f"{c.get('image_format')} ({c.get('interpolation')}"
@@ -164,13 +165,23 @@ def describe(dataset: Dataset, max_rows: int = 50) -> str:
 
   per_class = s.get("per_class") or [
       {"label": i, "class_name": name} for i, name in enumerate(dataset.class_names)]
+  splits = [split["name"] for split in s.get("splits", [])]
+  if len(splits) > 1:
+    lines.append("  per split          " + ", ".join(
+        f"{split['name']}: {split['num_examples']} examples, {split['num_shards']} shards"
+        + (f", {len(split['classes_short'])} classes short" if split["classes_short"] else "")
+        for split in s["splits"]))
+  else:
+    splits = []
   shown, hidden = _limited(per_class, max_rows)
-  lines += ["", f"  {'label':>5}  {'class':<32} {'seen':>8} {'examples':>8} {'failed':>7}"]
+  lines += ["", f"  {'label':>5}  {'class':<32} {'seen':>8} {'examples':>8} {'failed':>7}"
+            + "".join(f" {name[:10]:>10}" for name in splits)]
   for entry in shown:
     lines.append(
         f"  {entry.get('label', '?'):>5}  {_cut(entry.get('class_name', ''), 32):<32} "
         f"{entry.get('files_seen', '?'):>8} {entry.get('sampled', '?'):>8} "
-        f"{entry.get('failed', '?'):>7}")
+        f"{entry.get('failed', '?'):>7}"
+        + "".join(f" {entry.get('per_split', {}).get(name, 0):>10}" for name in splits))
   if hidden:
     lines.append(f"  ... and {hidden} more classes (--max_rows 0 shows all)")
 

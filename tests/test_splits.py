@@ -297,3 +297,35 @@ def test_bad_split_flags_are_usage_errors(flags, message, capsys, tmp_path):
   assert run_cli(["--output_dir", str(tmp_path / "o"), *flags]) == 2
   assert message in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_inspect_names_the_splits_and_verify_accepts_them(two_splits, capsys):
+  from exemplar.inspect_cli import main as inspect_main
+  assert inspect_main([two_splits, "--verify"]) == 0
+  printed = capsys.readouterr().out
+  assert "splits             train=1,validation=3" in printed
+  assert "train: 5 examples, 2 shards, validation: 13 examples, 2 shards, 1 classes short" in printed
+  assert "exemplar-validation.tfrecord-00001-of-00002" in printed
+  assert "verify: OK" in printed
+
+
+@pytest.mark.slow
+def test_keras_fit_on_the_stored_splits_as_a_tutorial_writes_it(two_splits):
+  import keras
+  from exemplar import load_dataset
+  train_ds = load_dataset(two_splits, batch_size=4, seed=2)
+  val_ds = load_dataset(two_splits, subset="validation", batch_size=4, seed=2)
+  model = keras.Sequential([
+      keras.Input(shape=(16, 16, 3)),
+      keras.layers.Rescaling(1. / 255),
+      keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+      keras.layers.GlobalAveragePooling2D(),
+      keras.layers.Dense(len(train_ds.class_names)),
+  ])
+  model.compile(optimizer="adam",
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+  history = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0)
+  assert np.isfinite(history.history["val_loss"][0])
+  assert model.predict(val_ds, verbose=0).shape == (13, 5)
