@@ -36,9 +36,11 @@ class RunPlan:
   run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan):
+def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan,
+          run_info: Optional[dict] = None):
   """Adds the whole exemplar job to pipeline `p`; returns its
-  PCollection[DatasetWritten]."""
+  PCollection[DatasetWritten]. `run_info` (fingerprints, start time) goes
+  into summary.json's "run"."""
   k = config.samples_per_class
   if config.splits is not None:
     k = "all" if config.sample_all else 1
@@ -64,6 +66,7 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan):
       num_shards=config.num_shards, max_pixels=config.max_pixels,
       exif_transpose=config.exif_transpose, contact_sheet=config.contact_sheet,
       overwrite=config.overwrite,
-      failures=failures, description=config.describe(), seed=config.seed,
+      failures=failures, description=dict(config.describe(), run=run_info or {}),
+      seed=config.seed, compare_to=config.compare_to,
       run_id=plan.run_id)
   # DatasetWritten

@@ -2,14 +2,17 @@
 
     exemplar --input_dir D --output_dir O [--samples_per_class K] [--seed S] ...
 
-With no --input_dir it runs on the embedded demo tree. Exit codes: 0 done,
-2 bad invocation or input (one line on stderr), 1 the job failed.
+With no --input_dir it runs on the embedded demo tree. Exit codes (README,
+"Running on a schedule"): 0 done, or skipped by --skip_if_unchanged; 1 the
+job failed; 2 a bad invocation or input, or a refused run (one line on
+stderr); 3 done, with a short or empty class, under --fail_on_short.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from exemplar import assemble, runners
 from exemplar.options import ExemplarConfig, UsageError, first_line, parse_args
-from exemplar.transforms import commit, fileio, listing, metadata
+from exemplar.transforms import changes, commit, fileio, fingerprint, listing, metadata
 
 _LOGGER = logging.getLogger("exemplar")
 
@@ -93,12 +96,13 @@ class RunOutcome:
 
 
 def run(config: ExemplarConfig, plan: assemble.RunPlan,
-        beam_args: Sequence[str]) -> RunOutcome:
-  """Runs the job to completion; returns its state, counters and summary."""
+        beam_args: Sequence[str], run_info: Optional[Dict] = None) -> RunOutcome:
+  """Runs the job to completion; returns its state, counters and summary.
+  `run_info`: fingerprints and start time, for summary.json's "run"."""
   options = make_pipeline_options(beam_args)
   runner = runners.resolve_runner(options.view_as(StandardOptions).runner)
   p = beam.Pipeline(runner=runner, options=options)
-  assemble.build(p, config, plan)
+  assemble.build(p, config, plan, run_info)
   result = p.run()
   state = str(result.wait_until_finish() or result.state)
   summary = (read_summary(plan.output_dir)
@@ -136,6 +140,10 @@ def report(outcome: RunOutcome, output_dir: str, seconds: float) -> str:
   if stages:
     lines.append("time per stage (summed over workers): " + ", ".join(
         f"{name} {secs:.1f} s" for name, secs in stages))
+  if summary.get("changes"):
+    compared = summary["changes"].get("compared_to")
+    lines += changes.change_lines(
+        summary["changes"], since="the last dataset" if compared == output_dir else compared)
   lines.append(f"wrote {summary['num_examples']} images in "
                f"{len(summary['shards'])} shard(s) to {output_dir} in {seconds:.1f} s")
   return "\n".join(lines) + "\n"
@@ -156,45 +164,150 @@ def configure_logging() -> None:
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   for noisy in ("absl", "tensorflow", "apache_beam"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  # Dataflow's "Created job with id: [...]" line, which orchestrators parse.
+  logging.getLogger("apache_beam.runners.dataflow").setLevel(logging.INFO)
+
+
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_SHORT = 0, 1, 2, 3
+
+
+def fingerprints(config: ExemplarConfig, plan: assemble.RunPlan) -> Dict:
+  """The run's input and configuration fingerprints (transforms/fingerprint.py)."""
+  listed = fingerprint.input_fingerprint(plan.input_dir, plan.class_names or (),
+                                         plan.input_list)
+  described = dict(config.describe(), contact_sheet=config.contact_sheet,
+                   input_dir=plan.input_dir, input_list=plan.input_list)
+  return {"input_fingerprint": listed["fingerprint"], "input_files": listed["files"],
+          "config_fingerprint": fingerprint.config_fingerprint(
+              described, fingerprint.exemplar_version())}
+
+
+def is_unchanged(output_dir: str, prints: Dict) -> bool:
+  """Whether `output_dir` holds a finished dataset of the same fingerprints."""
+  if not commit.is_finished(output_dir):
+    return False
+  try:
+    run = read_summary(output_dir).get("run") or {}
+  except Exception:  # noqa: BLE001 - an unreadable summary: not the same dataset
+    return False
+  return (run.get("input_fingerprint") == prints["input_fingerprint"]
+          and run.get("config_fingerprint") == prints["config_fingerprint"])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   configure_logging()
+  started = time.time()
+  config = None
   try:
     config, beam_args = parse_args(argv)
     plan = make_plan(config)
-    lock = commit.claim_output(plan.output_dir, config.overwrite)
+    if config.compare_to and not commit.is_finished(fileio.absolute(config.compare_to)):
+      raise UsageError(f"--compare_to {config.compare_to} holds no finished exemplar dataset")
+    prints = fingerprints(config, plan)
+    if config.skip_if_unchanged and is_unchanged(plan.output_dir, prints):
+      print(f"exemplar: {plan.output_dir} is up to date (input and configuration "
+            "unchanged); nothing written")
+      return finish(config, plan.output_dir, prints, started, EXIT_DONE, "skipped",
+                    read_summary(plan.output_dir))
+    lock = commit.claim_output(plan.output_dir, config.overwrite,
+                               resume_key=prints_key(prints))
     plan = dataclasses.replace(plan, run_id=lock.holder.token)
   except listing.InputRootError as e:
     # Library errors name the path or the names at fault first; the command
     # line names the flag.
-    print(f"exemplar: error: --input_dir {one_line(e)}", file=sys.stderr)
-    return 2
+    message = f"--input_dir {one_line(e)}"
   except listing.ClassNamesError as e:
-    print(f"exemplar: error: --class_names {one_line(e)}", file=sys.stderr)
-    return 2
+    message = f"--class_names {one_line(e)}"
   except listing.UnstorableClassNameError as e:
-    print(f"exemplar: error: {one_line(e)} (--class_names: the classes to keep, "
-          "comma-separated)", file=sys.stderr)
-    return 2
+    message = (f"{one_line(e)} (--class_names: the classes to keep, "
+               "comma-separated)")
   except (UsageError, listing.ListingError) as e:
-    print(f"exemplar: error: {one_line(e)}", file=sys.stderr)
-    return 2
+    message = one_line(e)
   except (commit.OutputError, commit.OutputLocked) as e:
     hint = ("; pass --overwrite to replace it"
             if isinstance(e, commit.DatasetExists) else "")
-    print(f"exemplar: error: --output_dir {one_line(e)}{hint}", file=sys.stderr)
-    return 2
+    message = f"--output_dir {one_line(e)}{hint}"
+  else:
+    message = None
+  if message is not None:
+    print(f"exemplar: error: {message}", file=sys.stderr)
+    if config is not None:
+      finish(config, fileio.absolute(config.output_dir), None, started, EXIT_USAGE,
+             "refused", None, error=message)
+    return EXIT_USAGE
   try:
-    return run_and_report(config, plan, beam_args)
+    code, status, summary = run_and_report(config, plan, beam_args, prints, started)
   finally:
     lock.release()
+  return finish(config, plan.output_dir, prints, started, code, status, summary)
+
+
+def prints_key(prints: Dict) -> str:
+  """What a killed run's staged shards must match to be reused."""
+  return f"{prints['input_fingerprint']}-{prints['config_fingerprint']}"
+
+
+def finish(config: ExemplarConfig, output_dir: str, prints: Optional[Dict],
+           started: float, code: int, status: str, summary: Optional[Dict],
+           error: Optional[str] = None) -> int:
+  """Writes --result_file (when given); returns the exit code."""
+  if config.result_file:
+    result = result_json(output_dir, prints, started, code, status, summary, error)
+    try:
+      fileio.write_file_atomically(
+          fileio.absolute(config.result_file),
+          [json.dumps(result, indent=2, sort_keys=True).encode("utf-8") + b"\n"])
+    except Exception as e:  # noqa: BLE001 - the run's outcome stands; say so
+      print(f"exemplar: error: --result_file {config.result_file} cannot be written: "
+            f"{first_line(e)}", file=sys.stderr)
+      return code or EXIT_FAILED
+  return code
+
+
+def result_json(output_dir: str, prints: Optional[Dict], started: float, code: int,
+                status: str, summary: Optional[Dict], error: Optional[str]) -> Dict:
+  """The --result_file's content (a pure function)."""
+  summary = summary or {}
+  finished = time.time()
+  stamp = lambda t: datetime.datetime.fromtimestamp(  # noqa: E731
+      t, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+  run = summary.get("run") or {}
+  return {
+      "status": status,
+      "exit_code": code,
+      "skipped": status == "skipped",
+      "output_dir": output_dir,
+      "error": error,
+      "input_fingerprint": (prints or run).get("input_fingerprint"),
+      "config_fingerprint": (prints or run).get("config_fingerprint"),
+      "dataset_fingerprint": run.get("dataset_fingerprint"),
+      "num_examples": summary.get("num_examples"),
+      "num_failed": summary.get("num_failed"),
+      "per_split": {s["name"]: s["num_examples"] for s in summary.get("splits", [])},
+      "per_class": {c["class_name"]: c.get("per_split", {"train": c["sampled"]})
+                    for c in summary.get("per_class", [])},
+      "classes_short": summary.get("classes_short"),
+      "changes": summary.get("changes"),
+      "started": stamp(started),
+      "finished": stamp(finished),
+      "duration_sec": round(finished - started, 3),
+      "versions": {name: fingerprint_version(name) for name in ("exemplar", "apache-beam")},
+  }
+
+
+def fingerprint_version(package: str) -> str:
+  from importlib import metadata as importlib_metadata
+  try:
+    return importlib_metadata.version(package)
+  except importlib_metadata.PackageNotFoundError:
+    return "unknown"
 
 
 def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
-                   beam_args: Sequence[str]) -> int:
-  """Runs the job on a claimed output folder; prints the report; the exit code."""
+                   beam_args: Sequence[str], prints: Dict, started_at: float):
+  """Runs the job on a claimed output folder; prints the report; returns
+  (exit code, status, summary)."""
   if plan.input_list is None:
     _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
                  config.samples_per_class, len(plan.class_names), plan.input_dir)
@@ -203,7 +316,7 @@ def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
                  config.samples_per_class, plan.input_list)
   started = time.monotonic()
   try:
-    outcome = run(config, plan, beam_args)
+    outcome = run(config, plan, beam_args, dict(prints, started=started_at))
   except Exception as e:  # noqa: BLE001 - one line for people, the rest in a file
     if commit.committed_run(plan.output_dir) == plan.run_id:
       # The dataset was committed (_SUCCESS written) before the failure: it
@@ -217,9 +330,19 @@ def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
       print(f"exemplar: error: the job failed: {first_line(e)} "
             f"(traceback in {failure_log(e)}; {plan.output_dir}: {earlier})",
             file=sys.stderr)
-      return 1
+      return EXIT_FAILED, "failed", None
   print(report(outcome, plan.output_dir, time.monotonic() - started))
-  return 0
+  summary = outcome.summary
+  if summary is None:  # a runner that does not wait (the job runs elsewhere)
+    return EXIT_DONE, "submitted", None
+  if summary.get("classes_short"):
+    if config.fail_on_short:
+      print(f"exemplar: error: {len(summary['classes_short'])} class(es) short or empty "
+            f"(--fail_on_short): {', '.join(summary['classes_short'][:10])}",
+            file=sys.stderr)
+      return EXIT_SHORT, "short", summary
+    return EXIT_DONE, "short", summary
+  return EXIT_DONE, "done", summary
 
 
 def one_line(error: BaseException) -> str:

@@ -49,6 +49,11 @@ class ExemplarConfig:
   splits: Optional[str] = None  # 'train=5,validation=2' or 'train=80%,...'
   min_per_class: Optional[int] = None
   max_per_class: Optional[int] = None
+  # Scheduled runs (README, "Running on a schedule").
+  skip_if_unchanged: bool = False
+  fail_on_short: bool = False
+  result_file: Optional[str] = None
+  compare_to: Optional[str] = None
 
   @property
   def sample_all(self) -> bool:
@@ -130,6 +135,17 @@ def _add_exemplar_args(parser) -> None:
            "off by default so pixels equal Keras's).")
   add("--no_contact_sheet", dest="contact_sheet", default=True,
       action="store_false", help="Do not write contact_sheet.png.")
+  add("--skip_if_unchanged", default=False, action="store_true",
+      help="Exit 0 at once, writing nothing, when --output_dir holds a finished "
+           "dataset of the same input (files, sizes, modification times) and options.")
+  add("--fail_on_short", default=False, action="store_true",
+      help="Exit 3 when the finished dataset has a short or empty class.")
+  add("--result_file", default=None,
+      help="Write a small JSON result here (local or gs://): status, exit code, "
+           "fingerprints, counts, times.")
+  add("--compare_to", default=None,
+      help="A finished dataset to compare the new one with in changes.csv "
+           "(default: the dataset this run replaces).")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -408,7 +424,19 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
       exif_transpose=_bool("exif_transpose", args.exif_transpose),
       contact_sheet=_bool("contact_sheet", args.contact_sheet),
       config_file=args.config,
+      skip_if_unchanged=_bool("skip_if_unchanged", args.skip_if_unchanged),
+      fail_on_short=_bool("fail_on_short", args.fail_on_short),
+      result_file=_path_flag("result_file", args.result_file),
+      compare_to=_path_flag("compare_to", args.compare_to),
   )
+
+
+def _path_flag(name: str, value) -> Optional[str]:
+  if value is None:
+    return None
+  if not str(value).strip():
+    raise UsageError(f"--{name} is empty")
+  return str(value)
 
 
 def default_config_path() -> str:

@@ -171,7 +171,15 @@ def check_output(output_dir: str, overwrite: bool) -> None:
   _check_output(output_dir, overwrite)
 
 
-def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
+# In a run's staging folder: the key of its input and configuration, and
+# per shard written, what it holds (transforms/writing.py). Hidden: never
+# committed.
+RESUME_KEY_FILE = ".resume-key"
+SHARD_DONE_PREFIX = ".done-"
+
+
+def claim_output(output_dir: str, overwrite: bool,
+                 resume_key: Optional[str] = None) -> OutputLock:
   """Before a run: lock the folder, check it, clean up after a killed run.
 
   Returns the held lock (release it when the run has ended). Raises
@@ -179,6 +187,11 @@ def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
   reason) when it holds a finished dataset and not `overwrite`, holds files
   of the user's under names the run writes, or cannot be written. Nothing of
   a finished dataset is touched here (only at commit time).
+
+  With `resume_key`, the shards a killed run of the same key left complete
+  in its staging folder move into this run's (staging_dir(output_dir,
+  lock token)), where the shard writers reuse them once their size and
+  checksum check out; the rest of the dead runs' staging is removed.
   """
   _make_folder(output_dir)
   try:
@@ -192,13 +205,60 @@ def claim_output(output_dir: str, overwrite: bool) -> OutputLock:
     _check_output(output_dir, overwrite)
     # Under the lock no other run is writing: staging left here is a dead run's.
     staging = FileSystems.join(output_dir, STAGING_DIR)
-    if fileio.files_under(staging):
+    if resume_key:
+      _take_over_shards(output_dir, resume_key, lock.holder.token)
+    left = [path for path in fileio.files_under(staging)
+            if not path.startswith(staging_dir(output_dir, lock.holder.token) + "/")]
+    if left:
       _LOGGER.info("Removing %s left by an unfinished earlier run", staging)
-    fileio.remove_tree(staging)
+      fileio.remove(left)
+    if fileio.is_local(staging) and os.path.isdir(staging):
+      for name in os.listdir(staging):
+        if name != lock.holder.token:
+          fileio.remove_tree(os.path.join(staging, name))
+    if resume_key:
+      fileio.write_file_atomically(FileSystems.join(
+          staging_dir(output_dir, lock.holder.token), RESUME_KEY_FILE),
+          [resume_key.encode("ascii")])
   except BaseException:
     lock.release()
     raise
   return lock
+
+
+def _take_over_shards(output_dir: str, resume_key: str, run_id: str) -> None:
+  """Moves the shards (and their records) a killed run of the same key left
+  into this run's staging folder."""
+  staging = FileSystems.join(output_dir, STAGING_DIR)
+  by_run: Dict[str, List[str]] = {}
+  for path in fileio.files_under(staging):
+    relative = path[len(staging.rstrip("/")) + 1:]
+    if "/" in relative:
+      run, name = relative.split("/", 1)
+      by_run.setdefault(run, []).append(name)
+  for run in sorted(by_run):
+    names = by_run[run]
+    if RESUME_KEY_FILE not in names:
+      continue
+    old = FileSystems.join(staging, run)
+    try:
+      with FileSystems.open(FileSystems.join(old, RESUME_KEY_FILE)) as f:
+        key = f.read().decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - unreadable: not resumable
+      continue
+    if key != resume_key:
+      continue
+    done = [name for name in names if name.startswith(SHARD_DONE_PREFIX)]
+    shards = [name[len(SHARD_DONE_PREFIX):-len(".json")] for name in done]
+    moves = [(name, name) for name in done] + [(shard, shard) for shard in shards
+                                             if shard in names]
+    new = staging_dir(output_dir, run_id)
+    for source, target in moves:
+      _move(FileSystems.join(old, source), FileSystems.join(new, target))
+    if moves:
+      _LOGGER.info("Resuming: %d shard(s) written by the killed run %s can be reused",
+                   len(shards), run)
+    return
 
 
 def _check_output(output_dir: str, overwrite: bool) -> None:

@@ -17,20 +17,24 @@ transforms/commit.py moves the whole dataset into place and writes _SUCCESS.
 from __future__ import annotations
 
 import csv
+import datetime
+import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from exemplar.transforms import commit
+from exemplar.transforms import changes, commit
 from exemplar.transforms.decoding import DecodeFailure, ImageSettings
 from exemplar.transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
-    CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT, SUCCESS_MARKER,
+    CHANGES_FILE, CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT,
+    SUCCESS_MARKER,
     SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
 from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.writing import ManifestRow, ShardInfo
@@ -237,6 +241,35 @@ def write_tfds_metadata(target_dir: str, output_dir: str,
   return names
 
 
+def dataset_fingerprint(manifest_text: str, class_names: str, shards: Sequence[Dict]) -> str:
+  """What the dataset holds (its records' sources and checksums, labels and
+  shard sizes) -> hex: equal datasets, equal fingerprints."""
+  digest = hashlib.sha256()
+  for part in (manifest_text, class_names, json.dumps(list(shards), sort_keys=True)):
+    digest.update(part.encode("utf-8", "surrogatepass"))
+    digest.update(b"\0")
+  return digest.hexdigest()[:32]
+
+
+def run_record(run_info: Dict, dataset_print: str) -> Dict:
+  """summary.json's "run": the driver's fingerprints and start time, the
+  dataset's fingerprint, the finish time and duration."""
+  finished = time.time()
+  record = {key: run_info[key] for key in
+            ("input_fingerprint", "config_fingerprint", "input_files") if key in run_info}
+  record["dataset_fingerprint"] = dataset_print
+  record["finished"] = _utc(finished)
+  if "started" in run_info:
+    record["started"] = _utc(run_info["started"])
+    record["duration_sec"] = round(finished - run_info["started"], 3)
+  return record
+
+
+def _utc(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+      timespec="seconds").replace("+00:00", "Z")
+
+
 def package_versions() -> Dict[str, str]:
   from importlib import metadata
   versions = {}
@@ -259,8 +292,10 @@ class FinalizeDataset(beam.DoFn):
   """
 
   def __init__(self, staging_dir: str, output_dir: str, settings: ImageSettings,
-               config: Dict, run_id: str, overwrite: bool = True):
+               config: Dict, run_id: str, overwrite: bool = True,
+               compare_to: Optional[str] = None):
     self._overwrite = overwrite
+    self._compare_to = compare_to
     self._staging_dir = staging_dir
     self._run_id = run_id
     self._final_dir = output_dir
@@ -283,11 +318,19 @@ class FinalizeDataset(beam.DoFn):
     # ShardInfo, in split then shard order
     rows = [row for s in shards for row in s.rows]  # in record order
     failures = sorted(failures, key=lambda f: (f.class_name, f.relative_path))
+    config = {key: value for key, value in self._config.items() if key != "run"}
     summary = build_summary(
         self._class_names, stats, rows, failures, shards,
-        samples_per_class_of(stats, self._config), self._config, package_versions())
+        samples_per_class_of(stats, config), config, package_versions())
+    manifest_text = to_csv(MANIFEST_COLUMNS, rows)
+    summary["run"] = run_record(self._config.get("run") or {}, dataset_fingerprint(
+        manifest_text, class_names_text(self._class_names), summary["shards"]))
     self._write(CLASS_NAMES_FILE, class_names_text(self._class_names))
-    self._write(MANIFEST_FILE, to_csv(MANIFEST_COLUMNS, rows))
+    self._write(MANIFEST_FILE, manifest_text)
+    compared = self._compare(manifest_text)
+    if compared is not None:
+      rows_changed, summary["changes"] = compared
+      self._write(CHANGES_FILE, changes.changes_csv(rows_changed))
     self._write(ERRORS_FILE, to_csv(ERROR_COLUMNS, [
         (f.class_name, f.relative_path, f.source_path, f.reason)
         for f in failures]))
@@ -300,6 +343,19 @@ class FinalizeDataset(beam.DoFn):
     with commit.commit_lock(self._final_dir, self._run_id):
       commit.commit(self._final_dir, self._run_id, self._overwrite)
     yield summary
+
+  def _compare(self, manifest_text: str):
+    """(changes.csv rows, summary) against `compare_to`, or the finished
+    dataset this run replaces; None when there is none."""
+    other = self._compare_to or self._final_dir
+    if not FileSystems.exists(FileSystems.join(other, SUCCESS_MARKER)):
+      return None
+    with FileSystems.open(FileSystems.join(other, MANIFEST_FILE)) as f:
+      old_rows = changes.read_manifest_rows(f.read().decode("utf-8"))
+    rows, summary = changes.compare_manifests(
+        old_rows, changes.read_manifest_rows(manifest_text))
+    summary["compared_to"] = other
+    return rows, summary
 
   def _write(self, name: str, text: str) -> None:
     write_file_atomically(FileSystems.join(self._staging_dir, name),

@@ -12,6 +12,7 @@ LOCK_FILE = ".exemplar-lock"         # held by the one run writing the folder
 CLASS_NAMES_FILE = "class_names.txt"
 MANIFEST_FILE = "manifest.csv"
 ERRORS_FILE = "errors.csv"
+CHANGES_FILE = "changes.csv"         # what changed since the dataset it replaced
 SUMMARY_JSON = "summary.json"
 SUMMARY_TEXT = "summary.txt"
 TFDS_INFO = "dataset_info.json"
@@ -23,7 +24,7 @@ TRANSFORM_SUBDIRS = ("transform_fn", "transformed_metadata", "metadata")
 
 # What every run writes under these exact names; a file of the user's by one
 # of these names in the output folder would be replaced, so a run refuses it.
-FIXED_FILES = (CLASS_NAMES_FILE, MANIFEST_FILE, ERRORS_FILE, SUMMARY_JSON,
+FIXED_FILES = (CLASS_NAMES_FILE, MANIFEST_FILE, ERRORS_FILE, CHANGES_FILE, SUMMARY_JSON,
                SUMMARY_TEXT, TFDS_INFO, TFDS_FEATURES, TFDS_LABELS, SHEET_FILE)
 
 

@@ -140,6 +140,10 @@ class WriteDataset(beam.PTransform):
     description: plain data for summary.json's `config` (seed, input, ...).
     seed: the sampling seed, for re-listing a class folder whose spares all
       failed (SampleImageFolder's seed) and the sheet's title.
+    compare_to: a finished dataset to compare the new one with: changes.csv
+      (per image: added, removed, moved to another split or shard, source
+      rewritten) and summary.json's "changes". Default: the finished dataset
+      this run replaces, if any.
 
   Raises (at construction):
     ValueError: a bad argument.
@@ -164,7 +168,7 @@ class WriteDataset(beam.PTransform):
                max_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = False,
                contact_sheet: bool = True, overwrite: bool = False,
                failures=None, description: Optional[Dict] = None, seed: int = 0,
-               run_id: Optional[str] = None):
+               run_id: Optional[str] = None, compare_to: Optional[str] = None):
     super().__init__()
     if not isinstance(output_dir, str) or not output_dir.strip():
       raise ValueError(f"output_dir must be a non-empty path, got {output_dir!r}")
@@ -199,6 +203,7 @@ class WriteDataset(beam.PTransform):
         "image_format": s.image_format, "num_shards": num_shards,
         "max_pixels": self._max_pixels, "exif_transpose": self._exif_transpose}
     self._seed = seed
+    self._compare_to = fileio.absolute(compare_to) if compare_to else None
     # The CLI passes the token of the lock it holds; a library run is checked
     # here and takes the lock at commit time (commit.commit_lock).
     self._run_id = run_id or uuid.uuid4().hex
@@ -287,7 +292,8 @@ class WriteDataset(beam.PTransform):
         | "FinalizeTrigger" >> beam.Create([None])
         | "Finalize" >> beam.ParDo(
             metadata.FinalizeDataset(staging, output_dir, settings,
-                                     self._description, self._run_id, self._overwrite),
+                                     self._description, self._run_id, self._overwrite,
+                                     self._compare_to),
             shards=beam.pvalue.AsList(shards),
             stats=beam.pvalue.AsSingleton(stats),
             failures=beam.pvalue.AsList(failures),

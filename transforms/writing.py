@@ -15,6 +15,7 @@ on runners that run set-up more than once (DaskRunner).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -23,7 +24,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from exemplar.transforms import beam_internals, contact_sheet, decode_tasks, decoding, progress
+from exemplar.transforms import (beam_internals, contact_sheet, decode_tasks, decoding,
+                                 progress, shard_records)
 from exemplar.transforms.decode_tasks import DecodeTask
 from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
@@ -332,6 +334,7 @@ class DecodeAndWriteShard(beam.DoFn):
     self._shards = Metrics.counter("exemplar", "shards_written")
     self._examples = Metrics.counter("exemplar", "examples_written")
     self._msec = Metrics.counter("exemplar", "write_msec")
+    self._resumed = Metrics.counter("exemplar", "shards_resumed")
 
   def setup(self):
     decoder = decoding.ImageDecoder(
@@ -351,6 +354,15 @@ class DecodeAndWriteShard(beam.DoFn):
     tasks = sorted((DecodeTask(*t) for t in tasks),
                    key=lambda t: (t.label, t.first_rank))
     name = shard_file_name(index, num_shards, split)
+    key = self._shard_key(name, tasks)
+    done = shard_records.reuse(self._output_dir, name, key)
+    if done is not None:  # written whole by a killed run of the same input
+      self._resumed.inc()
+      progress.tick("shards written")
+      rows, failures, sheet, num_bytes = done
+      rows = [ManifestRow(*row) for row in rows]
+      yield from self._outputs(index, name, split, num_bytes, rows, failures, sheet)
+      return
     rows: List[ManifestRow] = []
     failures: List[decoding.DecodeFailure] = []
     sheet: List[DecodedImage] = []
@@ -377,17 +389,32 @@ class DecodeAndWriteShard(beam.DoFn):
             sheet.append(value._replace(encoded=b""))
           yield serialize_example(value, self._settings)
 
+    checksum = hashlib.sha256()
     num_bytes = write_file_atomically(
-        FileSystems.join(self._output_dir, name), tfrecord_bytes(records()))
+        FileSystems.join(self._output_dir, name),
+        shard_records.hashed(tfrecord_bytes(records()), checksum))
+    # What a resumed run needs to reuse the shard without decoding it again.
+    shard_records.record(self._output_dir, name, key, num_bytes, checksum.hexdigest(),
+                         rows, failures, sheet)
     self._shards.inc()
     self._examples.inc(len(rows))
     self._msec.inc(int((time.monotonic() - started) * 1000))
     progress.tick("shards written")
+    yield from self._outputs(index, name, split, num_bytes, rows, failures, sheet)
+
+  def _outputs(self, index, name, split, num_bytes, rows, failures, sheet) -> Iterator:
     yield ShardInfo(index, name, len(rows), num_bytes, rows, split)
     for failure in failures:
       yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
     for image in sheet:
       yield beam.pvalue.TaggedOutput(SHEET_TAG, image)
+
+  def _shard_key(self, name: str, tasks: Sequence[DecodeTask]) -> str:
+    """Everything that fixes a shard's bytes, hashed."""
+    text = repr((name, [tuple(t) for t in tasks], repr(self._settings), self._max_pixels,
+                 self._exif_transpose, self._seed, self._sheet_per_class,
+                 self._thumbnail_size))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class DecodeAndWriteShards(beam.PTransform):
