@@ -109,8 +109,8 @@ def _add_exemplar_args(parser) -> None:
   add("--max_per_class", default=None,
       help="With percentages: take at most this many images per class and split.")
   add("--seed", default="0", help="Sampling seed (an integer; default 0).")
-  add("--image_size", nargs=2, default=["256", "256"], metavar=("HEIGHT", "WIDTH"),
-      help="Resize to HEIGHT WIDTH (default 256 256).")
+  add("--image_size", nargs="+", default=["256", "256"], metavar="HEIGHT WIDTH",
+      help="Resize to HEIGHT WIDTH (default 256 256); also HEIGHT,WIDTH or HEIGHTxWIDTH.")
   add("--interpolation", default="bilinear",
       help="Resize method, as Keras: " + ", ".join(INTERPOLATIONS) + ".")
   add("--crop_to_aspect_ratio", default=False, action="store_true",
@@ -279,9 +279,34 @@ def check_beam_args(beam_args: Sequence[str]) -> None:
   _, unknown = _beam_option_parser().parse_known_args(list(beam_args))
   flags = [u for u in unknown if u.startswith("-")]
   if flags:
-    raise UsageError(f"unrecognized argument: {flags[0].split('=')[0]}")
+    flag = flags[0].split("=")[0]
+    raise UsageError(f"unrecognized argument: {flag}{did_you_mean(flag)}")
   if unknown:
     raise UsageError(f"unexpected value: {unknown[0]!r}")
+
+
+def did_you_mean(flag: str) -> str:
+  """'; did you mean --samples_per_class?' for a mistyped flag, else ''."""
+  import difflib
+  known = [option for action in build_parser()._actions
+           for option in action.option_strings if option.startswith("--")]
+  known += ["--" + dest for dest in beam_internals.argparse_dests(_beam_option_parser())]
+  close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+  return f"; did you mean {close[0]}?" if close else ""
+
+
+def parse_image_size(values: Sequence[str]) -> Tuple[str, str]:
+  """HEIGHT WIDTH, 'HEIGHT,WIDTH' or 'HEIGHTxWIDTH' (the Flex Template's
+  form) -> (height, width) as given; UsageError otherwise."""
+  values = [str(v) for v in values]
+  if len(values) == 1:
+    parts = re.split(r"\s*[,xX]\s*", values[0].strip())
+    if len(parts) == 2:
+      return parts[0], parts[1]
+  elif len(values) == 2:
+    return values[0], values[1]
+  raise UsageError(f"--image_size takes HEIGHT WIDTH, HEIGHT,WIDTH or HEIGHTxWIDTH, "
+                   f"got {' '.join(values)!r}")
 
 
 def parse_args(argv: Sequence[str]) -> Tuple[ExemplarConfig, List[str]]:
@@ -366,8 +391,9 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
             else "--min_per_class/--max_per_class" if "per_class" in str(e)
             else "--samples_per_class")
     raise UsageError(f"{flag}: {e}") from None
-  height = _int("image_size", args.image_size[0], 1, MAX_IMAGE_SIDE)
-  width = _int("image_size", args.image_size[1], 1, MAX_IMAGE_SIDE)
+  image_size = parse_image_size(args.image_size)
+  height = _int("image_size", image_size[0], 1, MAX_IMAGE_SIDE)
+  width = _int("image_size", image_size[1], 1, MAX_IMAGE_SIDE)
   interpolation = str(args.interpolation).lower()
   if interpolation not in INTERPOLATIONS:
     raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}; "

@@ -256,3 +256,29 @@ def test_unknown_runner_is_a_usage_error(capsys, tmp_path):
   except ValueError as e:
     pytest.fail(f"raised {e!r}")
   assert_one_line_usage_error(code, err, "--runner")
+
+
+@pytest.mark.parametrize("argv,size", [
+    (["--image_size", "224", "200"], (224, 200)),
+    (["--image_size", "224,200"], (224, 200)),
+    (["--image_size", "224x200"], (224, 200)),
+    (["--image_size", "224 X 200"], (224, 200)),
+])
+def test_image_size_forms(argv, size):
+  config, _ = parse_args(argv)
+  assert (config.image.height, config.image.width) == size
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--image_size", "224"], "--image_size takes HEIGHT WIDTH"),
+    (["--image_size", "1", "2", "3"], "--image_size takes HEIGHT WIDTH"),
+    (["--sampels_per_class", "3"], "--sampels_per_class; did you mean --samples_per_class?"),
+    (["--runer", "DaskRunner"], "--runer; did you mean --runner?"),
+    (["--qwertyuiop"], "unrecognized argument: --qwertyuiop"),
+])
+def test_bad_forms_and_a_suggestion_for_a_mistyped_flag(argv, message):
+  with pytest.raises(UsageError) as caught:
+    parse_args(argv)
+  assert message in str(caught.value)
+  if argv[0] == "--qwertyuiop":
+    assert "did you mean" not in str(caught.value)
