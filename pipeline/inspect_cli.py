@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
+import io
 import json
 import sys
 import textwrap
@@ -57,6 +58,7 @@ class InspectArgs:
   max_per_class: int = sheets.DEFAULT_MAX_PER_CLASS
   max_cells: int = sheets.DEFAULT_MAX_CELLS
   cell_size: int = sheets.DEFAULT_CELL_SIZE
+  json: bool = False  # one JSON document on stdout instead of the tables
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -89,6 +91,9 @@ def parse_args(argv: Sequence[str]) -> InspectArgs:
   parser.add_argument("--contact_sheet", metavar="PNG", default=None,
                       help="render the stored images to PNG (more pages: "
                            "NAME-002.png, ...)")
+  parser.add_argument("--json", action="store_true",
+                      help="print one JSON document (the summary, shards, errors "
+                           "and, with --verify, its result) instead of the tables")
   parser.add_argument("--max_rows", type=_positive("--max_rows", 0), default=50,
                       help="rows shown per table (0: all; default 50)")
   parser.add_argument("--max_per_class", type=_positive("--max_per_class"),
@@ -109,7 +114,7 @@ def parse_args(argv: Sequence[str]) -> InspectArgs:
   return InspectArgs(output_dir=_strip_slash(args.output_dir), verify=args.verify,
                      contact_sheet=sheet, max_rows=args.max_rows,
                      max_per_class=args.max_per_class, max_cells=args.max_cells,
-                     cell_size=args.cell_size)
+                     cell_size=args.cell_size, json=args.json)
 
 
 def _strip_slash(path: str) -> str:
@@ -253,6 +258,14 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
   DatasetError."""
   out = out or sys.stdout
   err = err or sys.stderr
+  if args.json:
+    # The text goes into the document's "report"; stdout holds JSON only.
+    text = io.StringIO()
+    code = run(dataclasses.replace(args, json=False), text, err)
+    dataset = open_dataset(args.output_dir)
+    out.write(json.dumps(as_json(dataset, text.getvalue(), code, args.verify),
+                         indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return code
   if args.contact_sheet:
     _refuse_existing([args.contact_sheet])
   dataset = open_dataset(args.output_dir)
@@ -299,6 +312,26 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
     verifier.finish()
     code = max(code, _report_verify(verifier, dataset, records, out))
   return code
+
+
+def as_json(dataset: Dataset, report: str, code: int, verified: bool) -> Dict:
+  """`exemplar-inspect --json`'s document (a pure function of the dataset's
+  metadata and the text report)."""
+  doc = {
+      "output_dir": dataset.output_dir,
+      "class_names": dataset.class_names,
+      "summary": dataset.summary,
+      "shards": [{"file": FileSystems.split(path)[1], "bytes": size}
+                 for path, size in dataset.shards],
+      "unlisted_shards": dataset.unlisted_shards,
+      "errors": dataset.errors,
+      "exit_code": code,
+  }
+  if verified:
+    start = report.find("verify:")
+    doc["verify"] = {"ok": code == 0,
+                     "report": report[start:].splitlines() if start >= 0 else []}
+  return doc
 
 
 def _refuse_existing(paths: Sequence[str]) -> None:

@@ -329,3 +329,15 @@ def test_keras_fit_on_the_stored_splits_as_a_tutorial_writes_it(two_splits):
   history = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0)
   assert np.isfinite(history.history["val_loss"][0])
   assert model.predict(val_ds, verbose=0).shape == (13, 5)
+
+
+@pytest.mark.slow
+def test_inspect_json_is_one_document(two_splits, capsys):
+  from exemplar.inspect_cli import main as inspect_main
+  capsys.readouterr()
+  assert inspect_main([two_splits, "--json", "--verify"]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["verify"]["ok"] and doc["verify"]["report"][-1].startswith("verify: OK")
+  assert [s["name"] for s in doc["summary"]["splits"]] == ["train", "validation"]
+  assert len(doc["shards"]) == 4 and doc["exit_code"] == 0
+  assert doc["class_names"] == ["ant", "bee", "cat", "dog", "eel"]
