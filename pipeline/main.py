@@ -27,9 +27,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from exemplar import assemble, runners
+from exemplar import assemble, console, runners
 from exemplar.options import ExemplarConfig, UsageError, first_line, parse_args
-from exemplar.transforms import changes, commit, fileio, fingerprint, listing, metadata
+from exemplar.transforms import changes, commit, fileio, fingerprint, listing, metadata, progress
 
 _LOGGER = logging.getLogger("exemplar")
 
@@ -197,6 +197,16 @@ def is_unchanged(output_dir: str, prints: Dict) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   configure_logging()
+  stderr_filter = None if "--verbose" in argv else console.quiet()
+  try:
+    return _main(argv, stderr_filter)
+  finally:
+    progress.show_bars(None)
+    if stderr_filter is not None:
+      stderr_filter.close()
+
+
+def _main(argv: List[str], stderr_filter) -> int:
   started = time.time()
   config = None
   try:
@@ -208,8 +218,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.skip_if_unchanged and is_unchanged(plan.output_dir, prints):
       print(f"exemplar: {plan.output_dir} is up to date (input and configuration "
             "unchanged); nothing written")
-      return finish(config, plan.output_dir, prints, started, EXIT_DONE, "skipped",
-                    read_summary(plan.output_dir))
+      summary = read_summary(plan.output_dir)
+      # Still short: a re-run does not turn a failed night green.
+      code = (EXIT_SHORT if config.fail_on_short and summary.get("classes_short")
+              else EXIT_DONE)
+      return finish(config, plan.output_dir, prints, started, code, "skipped", summary)
     lock = commit.claim_output(plan.output_dir, config.overwrite,
                                resume_key=prints_key(prints))
     plan = dataclasses.replace(plan, run_id=lock.holder.token)
@@ -237,10 +250,21 @@ def main(argv: Optional[List[str]] = None) -> int:
              "refused", None, error=message)
     return EXIT_USAGE
   try:
+    if stderr_filter is not None and in_process(beam_args) and stderr_filter.original.isatty():
+      progress.show_bars(stderr_filter.original)
     code, status, summary = run_and_report(config, plan, beam_args, prints, started)
   finally:
     lock.release()
   return finish(config, plan.output_dir, prints, started, code, status, summary)
+
+
+def in_process(beam_args: Sequence[str]) -> bool:
+  """Whether the job's stages run in this process (where bars can be drawn)."""
+  from apache_beam.options.pipeline_options import DirectOptions
+  options = PipelineOptions(list(beam_args))
+  runner = options.view_as(StandardOptions).runner
+  return (runners.is_local(runner)
+          and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
 def prints_key(prints: Dict) -> str:
@@ -308,15 +332,19 @@ def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,
                    beam_args: Sequence[str], prints: Dict, started_at: float):
   """Runs the job on a claimed output folder; prints the report; returns
   (exit code, status, summary)."""
+  asked = (f"splits {config.splits}" if config.splits
+           else f"{config.samples_per_class} image(s)")
   if plan.input_list is None:
-    _LOGGER.info("Sampling %s image(s) per class from %d classes under %s",
-                 config.samples_per_class, len(plan.class_names), plan.input_dir)
+    _LOGGER.info("Sampling %s per class from %d classes under %s",
+                 asked, len(plan.class_names), plan.input_dir)
   else:
-    _LOGGER.info("Sampling %s image(s) per class from the list %s",
-                 config.samples_per_class, plan.input_list)
+    _LOGGER.info("Sampling %s per class from the list %s", asked, plan.input_list)
   started = time.monotonic()
   try:
-    outcome = run(config, plan, beam_args, dict(prints, started=started_at))
+    try:
+      outcome = run(config, plan, beam_args, dict(prints, started=started_at))
+    finally:
+      progress.show_bars(None)  # the bars end above the report
   except Exception as e:  # noqa: BLE001 - one line for people, the rest in a file
     if commit.committed_run(plan.output_dir) == plan.run_id:
       # The dataset was committed (_SUCCESS written) before the failure: it

@@ -18,6 +18,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from exemplar.transforms import beam_internals
+from exemplar.transforms import splits as split_specs
 from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
 from exemplar.transforms.sample_images import DEFAULT_SPARES, check_sample_args
 from exemplar.transforms.write_dataset import DEFAULT_MAX_PIXELS, MAX_IMAGE_SIDE
@@ -135,6 +136,9 @@ def _add_exemplar_args(parser) -> None:
            "off by default so pixels equal Keras's).")
   add("--no_contact_sheet", dest="contact_sheet", default=True,
       action="store_false", help="Do not write contact_sheet.png.")
+  add("--verbose", default=False, action="store_true",
+      help="Show everything: TensorFlow's C++ lines, libjpeg's messages, "
+           "third-party warnings and INFO lines (kept out by default).")
   add("--skip_if_unchanged", default=False, action="store_true",
       help="Exit 0 at once, writing nothing, when --output_dir holds a finished "
            "dataset of the same input (files, sizes, modification times) and options.")
@@ -318,6 +322,13 @@ def parse_args(argv: Sequence[str]) -> Tuple[ExemplarConfig, List[str]]:
   defaults, config_beam_args = _config_defaults(load_config_file(config_file), parser)
   parser.set_defaults(**defaults)
   args, beam_args = parser.parse_known_args(argv)
+  # A flag overrides the config file, also across the two forms of a sample:
+  # --splits on the command line replaces the file's samples_per_class.
+  given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
+  if "--splits" in given and "--samples_per_class" not in given:
+    args.samples_per_class = None
+  if "--samples_per_class" in given and "--splits" not in given:
+    args.splits = None
   beam_args = config_beam_args + beam_args
   check_beam_args(beam_args)
   check_runner(beam_args)
@@ -372,9 +383,13 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
     samples_per_class = k
   else:
     samples_per_class = _int("samples_per_class", k, minimum=1)
-  splits = None if args.splits in (None, "") else str(args.splits)
-  if isinstance(args.splits, dict):  # a config file's mapping
-    splits = ",".join(f"{name}={amount}" for name, amount in args.splits.items())
+  splits = args.splits if args.splits not in (None, "") else None
+  if splits is not None:
+    try:  # a config file's mapping or list, or the flag's text
+      splits = split_specs.describe(split_specs.parse_splits(
+          splits if isinstance(splits, (dict, list, tuple)) else str(splits)))
+    except ValueError as e:
+      raise UsageError(f"--splits: {e}") from None
   min_per_class = (None if args.min_per_class in (None, "")
                    else _int("min_per_class", args.min_per_class, 0))
   max_per_class = (None if args.max_per_class in (None, "")
