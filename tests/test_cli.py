@@ -282,3 +282,16 @@ def test_bad_forms_and_a_suggestion_for_a_mistyped_flag(argv, message):
   assert message in str(caught.value)
   if argv[0] == "--qwertyuiop":
     assert "did you mean" not in str(caught.value)
+
+
+def test_a_flag_overrides_the_config_file_across_samples_and_splits(tmp_path):
+  config = tmp_path / "c.yaml"
+  config.write_text("samples_per_class: 3\n")
+  parsed, _ = parse_args(["--config", str(config), "--splits", " train = 2 ,validation=1"])
+  assert parsed.splits == "train=2,validation=1"
+  config.write_text("splits: [train=2, validation=1]\n")
+  assert parse_args(["--config", str(config)])[0].splits == "train=2,validation=1"
+  parsed, _ = parse_args(["--config", str(config), "--samples_per_class", "4"])
+  assert parsed.splits is None and parsed.samples_per_class == 4
+  with pytest.raises(UsageError, match="not both"):
+    parse_args(["--samples_per_class", "4", "--splits", "train=1"])

@@ -106,6 +106,29 @@ def test_a_fraction_split_never_moves_an_image_when_files_come_and_go():
   assert all(after[p] == before[p] for p in set(before) & set(after))
 
 
+def test_topped_up_images_never_change_split_either():
+  plan = sample_images.check_sample_args("all", 0, 0, "train=40%,validation=10%",
+                                         min_per_class=3)
+  rng = random.Random(2)
+  for trial in range(30):
+    paths = [f"c/{trial}_{i}.jpg" for i in range(rng.randint(1, 12))]
+    before = split_of_each(fraction_sample(paths, plan))
+    grown = paths + [f"c/{trial}_new_{i}.jpg" for i in range(rng.randint(1, 8))]
+    after = split_of_each(fraction_sample(grown, plan))
+    assert all(after[p] == before[p] for p in set(before) & set(after)), trial
+
+
+def test_split_names_are_unique_case_aside_and_yaml_forms_parse():
+  with pytest.raises(ValueError, match="twice"):
+    splits.parse_splits("train=5,Train=2")
+  with pytest.raises(ValueError, match="TFDS"):
+    splits.parse_splits("ALL=2")
+  with pytest.raises(ValueError, match="not a string"):
+    splits.parse_splits({False: 5})
+  assert splits.parse_splits(["train=5", "validation=2"]) == splits.parse_splits(
+      "train=5,validation=2")
+
+
 def test_max_and_min_per_class_bound_a_fraction_split():
   paths = [f"c/{i:03d}.jpg" for i in range(200)]
   capped = fraction_sample(paths, sample_images.check_sample_args(
@@ -341,3 +364,18 @@ def test_inspect_json_is_one_document(two_splits, capsys):
   assert [s["name"] for s in doc["summary"]["splits"]] == ["train", "validation"]
   assert len(doc["shards"]) == 4 and doc["exit_code"] == 0
   assert doc["class_names"] == ["ant", "bee", "cat", "dog", "eel"]
+
+
+@pytest.mark.slow
+def test_a_split_of_no_image_is_left_out_of_the_tfds_metadata(tree, tmp_path):
+  out = str(tmp_path / "out")
+  assert run_cli(["--input_dir", tree, "--output_dir", out, "--splits", "train=9,validation=2",
+                  "--image_size", "16", "16"]) == 0
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert [(s["name"], s["num_examples"]) for s in summary["splits"]] == [
+      ("train", 30), ("validation", 0)]
+  assert not [n for n in os.listdir(out) if n.startswith("exemplar-validation")]
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(out)
+  assert list(builder.info.splits) == ["train"]
+  assert sum(1 for _ in builder.as_dataset(split="train")) == 30

@@ -52,7 +52,10 @@ class SamplePlan(NamedTuple):
   def describe(self):
     """samples_per_class as summary.json and the sheet's title give it."""
     if self.by_hash or len(self.specs) > 1:
-      return splits.describe(self.specs)
+      bounds = "".join(f" {name}={value}" for name, value in (
+          ("min_per_class", self.min_per_class), ("max_per_class", self.max_per_class))
+          if value is not None)
+      return splits.describe(self.specs) + bounds
     return "all" if self.k is None else self.k
 
 
@@ -116,20 +119,25 @@ def _fraction_picks(candidates: Sequence[Tuple[int, str]], root: str,
   """Fraction splits: a class's candidates (every file, in seeded order) ->
   (picks, [(split, planned)], [(split, asked)]) (a pure function)."""
   bounds = splits.fraction_bounds(plan.specs)
+  reserve = splits.reserve_bounds(plan.specs)
   buckets: Dict[str, List[str]] = {name: [] for name, _ in bounds}
-  extras: List[str] = []  # files in no split (fractions under 100%)
+  # Files in no split (fractions under 100%), each reserved to one split.
+  extras: Dict[str, List[str]] = {name: [] for name, _ in bounds}
   for priority, relative in candidates:
     name = splits.split_of(priority, bounds)
-    (buckets[name] if name is not None else extras).append(relative)
+    if name is not None:
+      buckets[name].append(relative)
+    else:
+      extras[splits.split_of(priority, reserve)].append(relative)
   picks, planned, asked = [], [], []
   for name, _ in bounds:
     bucket = buckets[name]
     n, _ = splits.bound_count(len(bucket), plan.min_per_class, plan.max_per_class)
-    if plan.min_per_class is not None and n < plan.min_per_class and extras:
-      # Top up from files in no split: no image ever leaves another split.
-      take = min(plan.min_per_class - n, len(extras))
-      bucket = bucket[:n] + extras[:take]
-      del extras[:take]
+    if plan.min_per_class is not None and n < plan.min_per_class and extras[name]:
+      # Top up from the files in no split reserved to this one: an image is
+      # only ever in its own split.
+      take = min(plan.min_per_class - n, len(extras[name]))
+      bucket = bucket[:n] + extras[name][:take]
       n += take
     kept = bucket[:n + (plan.spares if plan.max_per_class is not None else 0)]
     picks += [Pick(rank, relative, listing.join(root, relative), name)
@@ -169,7 +177,9 @@ class ListAndSampleClassFn(beam.DoFn):
   """
 
   def __init__(self, input_dir: str, seed: int, capacity: int,
-               remote: listing.RemoteListing = listing.RemoteListing()):
+               remote: listing.RemoteListing = listing.RemoteListing(),
+               num_classes: Optional[int] = None):
+    self._num_classes = num_classes
     self._input_dir = input_dir
     self._seed = seed
     self._capacity = capacity
@@ -188,6 +198,8 @@ class ListAndSampleClassFn(beam.DoFn):
     self._classes.inc()
     self._ranges.inc(len(listed.rest))
     self._msec.inc(int((time.monotonic() - started) * 1000))
+    if self._num_classes is not None:
+      progress.set_total("classes listed", self._num_classes)
     progress.tick("files listed", sample.seen)
     progress.tick("classes listed")
     yield class_name, sample
@@ -302,7 +314,8 @@ class SampleImageFolder(beam.PTransform):
         # class name
         | "SpreadClassFolders" >> beam.Reshuffle()
         | "ListAndSample" >> beam.ParDo(
-            ListAndSampleClassFn(root, self._seed, capacity, self._remote)
+            ListAndSampleClassFn(root, self._seed, capacity, self._remote,
+                                 len(self.class_names))
         ).with_outputs(PROBLEMS_TAG, RANGES_TAG, main="samples"))
     # (class, PartialSample): one per listing; (class, (folder, reason));
     # KeyRange: the rest of a large gs:// class

@@ -86,7 +86,8 @@ def parse_splits(splits: SplitsArg) -> Tuple[SplitSpec, ...]:
   elif isinstance(splits, dict):
     pairs = list(splits.items())
   else:
-    pairs = [tuple(pair) for pair in splits]
+    pairs = [tuple(pair.partition("=")[::2]) if isinstance(pair, str) else tuple(pair)
+             for pair in splits]
   specs = []
   for pair in pairs:
     if isinstance(pair, SplitSpec):
@@ -95,7 +96,9 @@ def parse_splits(splits: SplitsArg) -> Tuple[SplitSpec, ...]:
     if len(pair) != 2:
       raise ValueError(f"a split is (name, count or 'P%'), got {pair!r}")
     name, amount = pair
-    specs.append(_amount(str(name), str(amount)))
+    if not isinstance(name, str):  # YAML reads `no:` as False, `1:` as 1
+      raise ValueError(f"split name {name!r} is not a string (quote it in YAML)")
+    specs.append(_amount(name.strip(), str(amount)))
   return check_splits(specs)
 
 
@@ -107,11 +110,12 @@ def check_splits(specs: Sequence[SplitSpec]) -> Tuple[SplitSpec, ...]:
     raise ValueError("splits is empty")
   names = [s.name for s in specs]
   for name in names:
-    if not _SPLIT_NAME.match(name) or name in _RESERVED:
+    if not _SPLIT_NAME.match(name) or name.lower() in _RESERVED:
       raise ValueError(f"split name {name!r} must start with a letter and hold only "
                        "letters, digits and '_' (and not be 'all'), as TFDS's")
-  if len(set(names)) != len(names):
-    raise ValueError(f"splits names a split twice: {', '.join(names)}")
+  if len({name.lower() for name in names}) != len(names):
+    # Shard names differing only in case collide on macOS and Windows.
+    raise ValueError(f"splits names a split twice (case aside): {', '.join(names)}")
   kinds = {s.count is None for s in specs}
   if len(kinds) > 1:
     raise ValueError("splits must be all counts (train=5) or all percentages "
@@ -149,6 +153,21 @@ def fraction_bounds(specs: Sequence[SplitSpec]) -> List[Tuple[str, int]]:
   for spec in specs:
     cumulative += spec.fraction
     bound = _PRIORITY_SPACE if cumulative >= 1 - 1e-12 else int(cumulative * _PRIORITY_SPACE)
+    bounds.append((spec.name, bound))
+  return bounds
+
+
+def reserve_bounds(specs: Sequence[SplitSpec]) -> List[Tuple[str, int]]:
+  """Fraction splits under 100%: the files above the fractions' sum (in no
+  split) are cut the same way, in proportion -> [(split, upper bound)], so
+  each such file can only ever top up one split (`min_per_class`)."""
+  total = sum(spec.fraction for spec in specs)
+  start = _PRIORITY_SPACE if total >= 1 - 1e-12 else int(total * _PRIORITY_SPACE)
+  bounds, cumulative = [], 0.0
+  for spec in specs:
+    cumulative += spec.fraction / total
+    bound = (_PRIORITY_SPACE if cumulative >= 1 - 1e-12
+             else start + int(cumulative * (_PRIORITY_SPACE - start)))
     bounds.append((spec.name, bound))
   return bounds
 

@@ -304,6 +304,9 @@ class AssignShardsFn(beam.DoFn):
 
   def process(self, sample: ClassSample, planned, class_names: Sequence[str]):
     labels, layouts = self._layout(planned, class_names)
+    progress.set_total("images decoded", sum(l.num_records for l in layouts.values()))
+    progress.set_total("shards written", sum(min(l.num_shards, l.num_records)
+                                             for l in layouts.values()))
     if sample.class_name not in labels:
       return
     for shard, task in sample_tasks(sample, labels[sample.class_name], layouts):
