@@ -205,7 +205,8 @@ def test_write_contact_sheet_caps_renders_and_leaves_other_files(tmp_path):
   # The cells travel as small JPEGs: drawn from the full images the sheet
   # looks the same, up to JPEG's error.
   exact = cs.render_contact_sheet(
-      [cs.SheetCell(i.class_name, i.label, i.rank, i.encoded) for i in kept],
+      [cs.SheetCell(i.class_name, i.label, i.rank, i.encoded, "", i.relative_path)
+       for i in kept],
       title="t", note=note)
   written_pixels, exact_pixels = decode_pages([written, exact[0]])
   difference = np.abs(written_pixels.astype(int) - exact_pixels.astype(int))
@@ -226,3 +227,27 @@ def test_write_contact_sheet_pages_for_many_classes(tmp_path):
   for spot, label in (((0, 0), 200), ((4, 9), 249)):
     drawn = last[geometry.centre(*spot)].astype(int)
     assert np.abs(drawn - colour_of(label, 0)).max() <= 3, (label, drawn)
+
+
+def test_every_class_has_a_cell_empty_and_short_marked_file_names_shown(tmp_path):
+  cells = [cs.SheetCell("full", 0, 0, solid((200, 30, 30)), "", "full/IMG_20240412_long_name.jpg"),
+           cs.SheetCell("short", 1, 0, solid((30, 200, 30)), "", "short/a.png", "short"),
+           cs.SheetCell("nothing here", 2, 0, b"", "", "", "empty")]
+  title = "exemplar contact sheet \u00b7 " + "/a/very/long/output/folder" * 6
+  pages = cs.render_contact_sheet(cells, title=title)
+  assert len(pages) == 1
+  from PIL import Image, ImageDraw
+  import io
+  page = Image.open(io.BytesIO(pages[0]))
+  # The header wraps: a long title makes the page taller, never cut.
+  short_title = cs.render_contact_sheet(cells, title="t")[0]
+  assert page.height > Image.open(io.BytesIO(short_title)).height
+  font = cs._font(14)
+  lines = cs.wrap(title, font, 300)
+  assert "".join(lines).replace(" ", "") == cs.printable(title).replace(" ", "")
+  assert all(font.getlength(line) <= 300 for line in lines)
+  name = cs.elide_middle("IMG_20240412_long_name.jpg", font, 120)
+  assert name.startswith("IMG") and name.endswith(".jpg") and "\u2026" in name
+  # The empty class's cell holds no image but the alert colour's text.
+  pixels = np.asarray(page.convert("RGB"))
+  assert (np.abs(pixels.astype(int) - (180, 30, 30)).sum(axis=2) < 60).any()

@@ -178,11 +178,12 @@ def expected_sheet(output_dir: str, max_per_class: int = 10**9, **render_args):
   import json
   manifest = list(csv.DictReader(open(os.path.join(output_dir, "manifest.csv"))))
   rank = {row["source_path"]: int(row["rank"]) for row in manifest}
+  relative = {row["source_path"]: row["relative_path"] for row in manifest}
   dataset = load_dataset(output_dir, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
   images = [(image.numpy(), int(label)) for image, label in dataset]
   paths = dataset.file_paths  # record order (one shard)
   cells = [cs.SheetCell(dataset.class_names[label], label, rank[path],
-                        cs.thumbnail_jpeg(image, cs.DEFAULT_CELL_SIZE))
+                        cs.thumbnail_jpeg(image, cs.DEFAULT_CELL_SIZE), "", relative[path])
            for (image, label), path in zip(images, paths) if rank[path] < max_per_class]
   summary = json.load(open(os.path.join(output_dir, "summary.json")))
   title = cs.sheet_title(output_dir, summary["config"]["seed"], summary["samples_per_class"])

@@ -79,6 +79,9 @@ class SheetCell(NamedTuple):
   rank: int
   image: ImageLike
   split: str = ""  # shown when a dataset has splits other than 'train'
+  file_name: str = ""  # the picked file's relative path ('cat/x.jpg'): its name is shown
+  status: str = ""  # "short": the class has fewer images than asked; "empty": none
+                    # (an empty class's one cell has no image)
 
 
 # --- images -----------------------------------------------------------------
@@ -235,6 +238,45 @@ def elide(text: str, font, max_width: float, ellipsis: str = "\u2026") -> str:
   return text[:low].rstrip() + ellipsis
 
 
+def elide_middle(text: str, font, max_width: float, ellipsis: str = "\u2026") -> str:
+  """`text` cut in the middle to fit (a file name keeps its start and the
+  end of its name with the extension: 'IMG_2024…name.jpg')."""
+  text = printable(text)
+  if font.getlength(text) <= max_width:
+    return text
+  _, dot, extension = text.rpartition(".")
+  keep = min(len(text) // 2, (len(extension) + 1 if dot and len(extension) <= 5 else 0) + 4)
+  tail = text[-keep:] if keep else ""
+  head = elide(text[:len(text) - len(tail)], font, max_width - font.getlength(tail), ellipsis)
+  if len(head) > len(ellipsis):
+    return head + tail
+  return elide(text, font, max_width, ellipsis)
+
+
+def wrap(text: str, font, max_width: float) -> List[str]:
+  """`text` in lines that fit `max_width`, broken at spaces (a word longer
+  than a line is broken where it must be)."""
+  text = printable(text)
+  lines: List[str] = []
+  current = ""
+  for word in text.split(" "):
+    candidate = f"{current} {word}" if current else word
+    if font.getlength(candidate) <= max_width:
+      current = candidate
+      continue
+    if current:
+      lines.append(current)
+    while font.getlength(word) > max_width and len(word) > 1:
+      cut = len(word) - 1
+      while cut > 1 and font.getlength(word[:cut]) > max_width:
+        cut -= 1
+      lines.append(word[:cut])
+      word = word[cut:]
+    current = word
+  lines.append(current)
+  return lines
+
+
 # --- layout -----------------------------------------------------------------
 
 
@@ -328,14 +370,18 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
   show_rank = any(p.cell.rank > 0 for p in plan.placed)
   show_split = any(p.cell.split not in ("", "train") for p in plan.placed)
 
+  show_file = any(p.cell.file_name for p in plan.placed)
   line = lambda font: font.getbbox("Ag\u00c5y")[3] + 3  # noqa: E731
-  caption_height = line(name_font) + line(small_font) + 2
+  caption_height = line(name_font) + line(small_font) * (2 if show_file else 1) + 2
   cell_width = cell_size + 2 * _PAD
   cell_height = cell_size + 2 * _PAD + caption_height
   grid_width = plan.columns * cell_width + (plan.columns - 1) * _GAP
   page_width = max(grid_width + 2 * _MARGIN, 420)
-  header_lines = 2 + (1 if note else 0)
-  header_height = _MARGIN + header_lines * line(title_font) + 8
+  text_width = page_width - 2 * _MARGIN
+  images = [c for c in cells if c.status != "empty"]
+  flagged = {status: len({c.label for c in cells if c.status == status})
+             for status in ("short", "empty")}
+  flags = "".join(f" \u00b7 {n} {status}" for status, n in flagged.items() if n)
 
   labels_by_page: Dict[int, List[int]] = {}
   rows_by_page: Dict[int, int] = {}
@@ -344,25 +390,31 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
     rows_by_page[p.page] = max(rows_by_page.get(p.page, 0), p.row + 1)
   num_classes = len({c.label for c in cells})
 
+  def header(page_index: int) -> List[Tuple[str, Tuple[int, int, int]]]:
+    labels = labels_by_page.get(page_index, [])
+    span = (f"labels {labels[0]}\u2013{labels[-1]}" if labels and labels[0] != labels[-1]
+            else f"label {labels[0]}" if labels else "no images")
+    texts = [
+        (title, _TEXT),
+        (f"{len(images)} image{'s' * (len(images) != 1)} of {num_classes} "
+         f"class{'es' * (num_classes != 1)}{flags} \u00b7 {span} \u00b7 "
+         f"page {page_index + 1} of {plan.num_pages}", _MUTED),
+    ] + ([(note, _ALERT)] if note else [])
+    # Wrapped, never cut: a long title or folder name takes more lines.
+    return [(part, colour) for text, colour in texts
+            for part in wrap(text, title_font, text_width)]
+
+  header_lines = max(len(header(i)) for i in range(plan.num_pages))
+  header_height = _MARGIN + header_lines * line(title_font) + 8
   pages = []
   for page_index in range(plan.num_pages):
     rows = rows_by_page.get(page_index, 1)
     height = header_height + rows * cell_height + (rows - 1) * _GAP + _MARGIN
     sheet = Image.new("RGB", (page_width, height), _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    labels = labels_by_page.get(page_index, [])
-    span = (f"labels {labels[0]}\u2013{labels[-1]}" if labels and labels[0] != labels[-1]
-            else f"label {labels[0]}" if labels else "no images")
-    texts = [
-        (title, _TEXT),
-        (f"{len(cells)} image{'s' * (len(cells) != 1)} of {num_classes} "
-         f"class{'es' * (num_classes != 1)} \u00b7 {span} \u00b7 "
-         f"page {page_index + 1} of {plan.num_pages}", _MUTED),
-    ] + ([(note, _ALERT)] if note else [])
     y = _MARGIN
-    for text, colour in texts:
-      draw.text((_MARGIN, y), elide(text, title_font, page_width - 2 * _MARGIN),
-                font=title_font, fill=colour)
+    for text, colour in header(page_index):
+      draw.text((_MARGIN, y), text, font=title_font, fill=colour)
       y += line(title_font)
     for p in plan.placed:
       if p.page != page_index:
@@ -386,8 +438,14 @@ def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
                  fill=_TINTS[placed.group % 2])
   well = (x0 + _PAD, y0 + _PAD, x0 + _PAD + cell_size - 1, y0 + _PAD + cell_size - 1)
   draw.rectangle(well, fill=_IMAGE_WELL)
-  image = thumbnail(cell.image, cell_size)
-  if image is None:
+  image = None if cell.status == "empty" else thumbnail(cell.image, cell_size)
+  if cell.status == "empty":
+    message = elide("no images", small_font, cell_size - 8)
+    left, top, right, bottom = draw.textbbox((0, 0), message, font=small_font)
+    draw.text((well[0] + (cell_size - (right - left)) // 2 - left,
+               well[1] + (cell_size - (bottom - top)) // 2), message,
+              font=small_font, fill=_ALERT)
+  elif image is None:
     draw.line(well, fill=_ALERT, width=2)
     draw.line((well[0], well[3], well[2], well[1]), fill=_ALERT, width=2)
     message = elide("cannot decode", small_font, cell_size - 8)
@@ -406,9 +464,18 @@ def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
   draw.text((text_x, text_y), elide(cell.class_name, name_font, room),
             font=name_font, fill=_TEXT)
   detail = (f"label {cell.label}" + (f" \u00b7 {cell.split}" if show_split else "")
-            + (f" \u00b7 #{cell.rank}" if show_rank else ""))
-  draw.text((text_x, text_y + name_line), elide(detail, small_font, room),
-            font=small_font, fill=_MUTED)
+            + (f" \u00b7 #{cell.rank}" if show_rank and cell.status != "empty" else ""))
+  status = f" \u00b7 {cell.status}" if cell.status else ""
+  detail = elide(detail, small_font, room - small_font.getlength(status))
+  draw.text((text_x, text_y + name_line), detail, font=small_font, fill=_MUTED)
+  if status:
+    draw.text((text_x + small_font.getlength(detail), text_y + name_line), status,
+              font=small_font, fill=_ALERT)
+  if cell.file_name:
+    small_line = small_font.getbbox("Ag\u00c5y")[3] + 3
+    draw.text((text_x, text_y + name_line + small_line),
+              elide_middle(cell.file_name.rsplit("/", 1)[-1], small_font, room),
+              font=small_font, fill=_MUTED)
 
 
 # --- Beam -------------------------------------------------------------------
@@ -427,7 +494,7 @@ def to_thumbnail_cell(image, cell_size: int) -> SheetCell:
   stored JPEGs, so that sheet differs slightly)."""
   small = getattr(image, "thumbnail", b"") or thumbnail_jpeg(image.encoded, cell_size)
   return SheetCell(image.class_name, image.label, image.rank, small,
-                   getattr(image, "split", ""))
+                   getattr(image, "split", ""), getattr(image, "relative_path", ""))
 
 
 def sheet_title(output_dir: str, seed, samples_per_class) -> str:
