@@ -535,3 +535,17 @@ def test_keras_tutorial_model_fits_with_validation_data(out, capsys):
   assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
   assert np.isfinite(history.history["val_loss"][0])
   assert model.predict(val_ds, verbose=0).shape == (N // 2, num_classes)
+
+
+def test_reading_never_imports_tft_which_would_switch_tf_keras_to_keras_2(out):
+  import subprocess
+  import sys
+  code = ("import sys, exemplar\n"
+          f"ds = exemplar.load_dataset({out!r}, verbose=False)\n"
+          "next(iter(ds))\n"
+          "assert 'tensorflow_transform' not in sys.modules\n"
+          "import tensorflow as tf\n"
+          "assert tf.keras.__name__.startswith('keras'), tf.keras.__name__\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
