@@ -546,6 +546,8 @@ def test_reading_never_imports_tft_which_would_switch_tf_keras_to_keras_2(out):
           "assert 'tensorflow_transform' not in sys.modules\n"
           "import tensorflow as tf\n"
           "assert tf.keras.__name__.startswith('keras'), tf.keras.__name__\n")
+  # A test before this one may have imported TFT here, which set the variable.
+  env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        timeout=300)
+                        timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
