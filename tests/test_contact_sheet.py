@@ -251,3 +251,15 @@ def test_every_class_has_a_cell_empty_and_short_marked_file_names_shown(tmp_path
   # The empty class's cell holds no image but the alert colour's text.
   pixels = np.asarray(page.convert("RGB"))
   assert (np.abs(pixels.astype(int) - (180, 30, 30)).sum(axis=2) < 60).any()
+
+
+def test_class_marks_and_marked_cells():
+  stats = {"a": (5, 2, 2, (("train", 2),), (("train", 2),)),
+           "b": (1, 1, 2, (("train", 1),), (("train", 2),)),
+           "c": (0, 0, 2, (("train", 0),), (("train", 2),))}
+  marks = cs.class_marks(["a", "b", "c"], stats, {"a": 2, "b": 1})
+  assert marks == [("a", 0, ""), ("b", 1, "short"), ("c", 2, "empty")]
+  cells = [cs.SheetCell("a", 0, 0, b"x"), cs.SheetCell("b", 1, 0, b"y")]
+  marked = cs.mark_classes(cells, marks)
+  assert [(c.class_name, c.status) for c in marked] == [("a", ""), ("b", "short"),
+                                                        ("c", "empty")]

@@ -233,8 +233,8 @@ def test_successful_run_leaves_no_scratch(tmp_path, tree, capsys):
   names = sorted(os.listdir(out))
   assert [n for n in names if not n.startswith("contact_sheet")] == sorted(
       ["_SUCCESS", "class_names.txt", "dataset_info.json", "errors.csv", "features.json",
-       "label.labels.txt", "manifest.csv", "summary.json", "summary.txt", "transform",
-       "exemplar_files.json",
+       "label.labels.txt", "manifest.csv", "report.html", "summary.json", "summary.txt",
+       "transform", "exemplar_files.json",
        "exemplar-train.tfrecord-00000-of-00002", "exemplar-train.tfrecord-00001-of-00002"])
   # Every file a run writes is on its files record, with its size, so
   # --overwrite removes exactly these.

@@ -25,7 +25,8 @@ PACKAGES = {"pipeline": "exemplar", "transforms": "exemplar.transforms",
             "configs": "exemplar.configs"}
 # Where a process-wide setting may be changed: the commands' entry points.
 CLI_FUNCTIONS = {("exemplar.main", "main"), ("exemplar.main", "configure_logging"),
-                 ("exemplar.inspect_cli", "main")}
+                 ("exemplar.inspect_cli", "main"),
+                 ("exemplar.console", "quiet")}  # called by exemplar.main only
 
 
 def module_files() -> Dict[str, str]:

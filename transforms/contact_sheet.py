@@ -535,11 +535,39 @@ class RenderAndWriteSheet(beam.DoFn):
     self._max_cells = max_cells
     self._title = title
 
-  def process(self, cells: List[SheetCell], total: int) -> Iterator[str]:
+  def process(self, cells: List[SheetCell], total: int,
+              classes: Sequence[Tuple[str, int, str]] = ()) -> Iterator[str]:
     note = cap_note(len(cells), total, self._max_per_class, self._max_cells)
-    pages = render_contact_sheet(cells, cell_size=self._cell_size,
+    pages = render_contact_sheet(mark_classes(cells, classes), cell_size=self._cell_size,
                                  title=self._title, note=note)
     yield from write_pages(self._output_dir, pages)
+
+
+def mark_classes(cells: Sequence[SheetCell],
+                 classes: Sequence[Tuple[str, int, str]]) -> List[SheetCell]:
+  """Cells, with each class of `classes` ((class, label, '' | 'short' |
+  'empty')) marked, and a cell of its own for each empty class."""
+  status = {label: mark for _, label, mark in classes}
+  marked = [SheetCell(*cell)._replace(status=status.get(cell.label, ""))
+            if status.get(cell.label) else SheetCell(*cell) for cell in cells]
+  shown = {cell.label for cell in marked}
+  marked += [SheetCell(name, label, 0, b"", "", "", "empty")
+             for name, label, mark in classes if mark == "empty" and label not in shown]
+  return marked
+
+
+def class_marks(class_names: Sequence[str], stats: Dict, stored: Dict[str, int]
+                ) -> List[Tuple[str, int, str]]:
+  """(class, label, mark) of every class: 'empty' with no image stored,
+  'short' with fewer than asked for (its splits' targets), else ''.
+  `stats`: WriteDataset's {class: (seen, planned, k, splits, targets)}."""
+  marks = []
+  for label, name in enumerate(class_names):
+    got = stored.get(name, 0)
+    targets = stats.get(name, (0, 0, None, (), ()))[4]
+    asked = sum(n for _, n in targets)
+    marks.append((name, label, "empty" if got == 0 else "short" if got < asked else ""))
+  return marks
 
 
 class WriteContactSheet(beam.PTransform):
@@ -552,11 +580,14 @@ class WriteContactSheet(beam.PTransform):
   def __init__(self, output_dir: str, max_per_class: int = DEFAULT_MAX_PER_CLASS,
                max_cells: int = DEFAULT_MAX_CELLS,
                cell_size: int = DEFAULT_CELL_SIZE,
-               title: str = "exemplar contact sheet", total=None):
+               title: str = "exemplar contact sheet", total=None, classes=None):
     """`total`: a one-element PCollection with the number of images stored, when
-    the input holds only some of them; by default the input is counted."""
+    the input holds only some of them; by default the input is counted.
+    `classes`: a one-element PCollection [(class, label, '' | 'short' |
+    'empty')] of every class, to mark short classes and show empty ones."""
     super().__init__()
     self._total = total
+    self._classes = classes
     if max_per_class < 1 or max_cells < 1:
       raise ValueError("max_per_class and max_cells must be >= 1")
     self._output_dir = output_dir
@@ -580,6 +611,8 @@ class WriteContactSheet(beam.PTransform):
         | "RenderAndWrite" >> beam.ParDo(
             RenderAndWriteSheet(self._output_dir, self._cell_size,
                                 self._max_per_class, self._max_cells, self._title),
-            total=beam.pvalue.AsSingleton(total))
+            total=beam.pvalue.AsSingleton(total),
+            **({"classes": beam.pvalue.AsSingleton(self._classes)}
+               if self._classes is not None else {}))
         # page paths
     )

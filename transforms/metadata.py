@@ -8,6 +8,8 @@ Written once, after every shard and the transform graph are in place:
   summary.json         per class: files seen, sampled, failed; short classes;
                        the config, seed and package versions
   summary.txt          the same, for people
+  report.html          one page for a label audit: every class with its picks'
+                       thumbnails, the errors, changes and config (report.py)
   dataset_info.json, features.json, label.labels.txt
                        TFDS metadata: `tfds.builder_from_directory(output_dir)`
 They are written into the staging folder beside the shards; then
@@ -30,11 +32,11 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from exemplar.transforms import changes, commit
+from exemplar.transforms import changes, commit, fileio, report
 from exemplar.transforms.decoding import DecodeFailure, ImageSettings
 from exemplar.transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
-    CHANGES_FILE, CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, SPLIT,
-    SUCCESS_MARKER,
+    CHANGES_FILE, CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, REPORT_FILE,
+    SPLIT, SUCCESS_MARKER,
     SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
 from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.writing import ManifestRow, ShardInfo
@@ -70,7 +72,10 @@ def split_order(stats: Mapping[str, ClassStats]) -> List[str]:
 
 
 def samples_per_class_of(stats: Mapping[str, ClassStats], config: Dict):
-  """The run's k ('all' for every file), from the classes' samples."""
+  """The run's k ('all' for every file, or the fraction asked for), from the
+  classes' samples."""
+  if str(config.get("samples_per_class", "")).endswith("%"):
+    return config["samples_per_class"]
   for entry in stats.values():
     return "all" if entry.samples_per_class is None else entry.samples_per_class
   return config.get("samples_per_class", "all")
@@ -173,7 +178,7 @@ def summary_text(summary: Dict, limit: int = 50) -> str:
     shown = ", ".join(summary["classes_short"][:20])
     more = len(summary["classes_short"]) - 20
     lines.append("")
-    lines.append(f"classes short of samples_per_class: {shown}"
+    lines.append(f"classes short (fewer images than asked for): {shown}"
                  + (f" and {more} more" if more > 0 else ""))
     if many:
       for s in summary["splits"]:
@@ -286,9 +291,10 @@ class FinalizeDataset(beam.DoFn):
   """Writes everything beside the shards, then commits the dataset.
 
   Runs once (on a one-element PCollection), with the shard infos, class stats,
-  failures and the completions of the other writers as side inputs. Every file
-  is written atomically and the same run results give the same bytes, and the
-  commit is idempotent, so a retry ends the same way.
+  failures, the report's thumbnails ([report.ReportPick], at most
+  report.DEFAULT_MAX_THUMBNAILS) and the completions of the other writers as
+  side inputs. Every file is written atomically and the same run results give
+  the same bytes, and the commit is idempotent, so a retry ends the same way.
   """
 
   def __init__(self, staging_dir: str, output_dir: str, settings: ImageSettings,
@@ -303,7 +309,7 @@ class FinalizeDataset(beam.DoFn):
     self._config = config
 
   def process(self, unused_element, shards, stats, failures, writers_done,
-              class_names):
+              class_names, report_thumbnails=()):
     del unused_element, writers_done  # they only have to be finished first
     self._class_names = list(class_names)
     if not self._class_names:
@@ -313,7 +319,13 @@ class FinalizeDataset(beam.DoFn):
     stats = {name: ClassStats(*value) for name, value in stats.items()
              if name in self._class_names}
     splits = split_order(stats)
-    shards = [shard for split in splits for shard in self._fill_empty_shards(
+    stored = [split for split in splits
+              if any(s.num_examples for s in shards if s.split == split)] or splits[:1]
+    # A split of no image is left out of the dataset (TFDS cannot read one:
+    # "Instruction [] corresponds to no data"); summary.json still lists it.
+    fileio.remove(FileSystems.join(self._staging_dir, s.file_name)
+                  for s in shards if s.split not in stored)
+    shards = [shard for split in stored for shard in self._fill_empty_shards(
         [s for s in shards if s.split == split], split)]
     # ShardInfo, in split then shard order
     rows = [row for s in shards for row in s.rows]  # in record order
@@ -337,9 +349,15 @@ class FinalizeDataset(beam.DoFn):
     write_tfds_metadata(
         self._staging_dir, self._final_dir, self._class_names, self._settings,
         [(split, [s.num_examples for s in shards if s.split == split],
-          sum(s.num_bytes for s in shards if s.split == split)) for split in splits])
+          sum(s.num_bytes for s in shards if s.split == split)) for split in stored])
     self._write(SUMMARY_TEXT, summary_text(summary))
     self._write(SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    # After "changes" is set, so the page shows them.
+    picks = report.with_thumbnails(
+        report.first_picks(report.pick_of_row(row) for row in rows), report_thumbnails)
+    self._write(REPORT_FILE, report.render_report(
+        summary, picks, [(f.class_name, f.relative_path, f.source_path, f.reason)
+                         for f in failures], report.report_title(summary)))
     with commit.commit_lock(self._final_dir, self._run_id):
       commit.commit(self._final_dir, self._run_id, self._overwrite)
     yield summary

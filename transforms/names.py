@@ -19,13 +19,15 @@ TFDS_INFO = "dataset_info.json"
 TFDS_FEATURES = "features.json"
 TFDS_LABELS = "label.labels.txt"     # TFDS's names file of the 'label' ClassLabel
 SHEET_FILE = "contact_sheet.png"     # further pages: contact_sheet-002.png, ...
+REPORT_FILE = "report.html"          # one self-contained page for a label audit
 TRANSFORM_DIR = "transform"          # the TFT graph
 TRANSFORM_SUBDIRS = ("transform_fn", "transformed_metadata", "metadata")
 
 # What every run writes under these exact names; a file of the user's by one
 # of these names in the output folder would be replaced, so a run refuses it.
 FIXED_FILES = (CLASS_NAMES_FILE, MANIFEST_FILE, ERRORS_FILE, CHANGES_FILE, SUMMARY_JSON,
-               SUMMARY_TEXT, TFDS_INFO, TFDS_FEATURES, TFDS_LABELS, SHEET_FILE)
+               SUMMARY_TEXT, TFDS_INFO, TFDS_FEATURES, TFDS_LABELS, SHEET_FILE,
+               REPORT_FILE)
 
 
 def shard_file_name(index: int, num_shards: int, split: str = SPLIT) -> str:

@@ -6,6 +6,7 @@
          straight into sharded TFRecords                      writing.py
       -> the TFT transform graph                              tft_graph.py
       -> a contact sheet of the picks                         contact_sheet.py
+      -> report.html: the picks, errors, changes, config      report.py
       -> metadata, summary; commit, _SUCCESS last             metadata.py, commit.py
       -> one DatasetWritten element
 """
@@ -19,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from exemplar.transforms import (commit, contact_sheet, decoding, fileio, listing,
-                                 metadata, tft_graph, writing)
+                                 metadata, report, tft_graph, writing)
 from exemplar.transforms.decoding import (COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS,
                                           DecodeFailure, ImageSettings)
 from exemplar.transforms.sampling import ClassSample, sample_splits, sample_targets
@@ -273,6 +274,19 @@ class WriteDataset(beam.PTransform):
                | "ExamplesPerShard" >> beam.Map(lambda shard: shard.num_examples)
                | "CountExamples" >> beam.CombineGlobally(sum))
       # the number of images stored
+      stored = (shards
+                | "StoredClasses" >> beam.FlatMap(lambda shard: [r.class_name for r in shard.rows])
+                | "CountPerClass" >> beam.combiners.Count.PerElement()
+                | "StoredPerClass" >> beam.combiners.ToDict())
+      # {class: images stored}
+      sheet_classes = (
+          p
+          | "SheetClassesTrigger" >> beam.Create([None])
+          | "MarkClasses" >> beam.Map(
+              lambda _, names, stats, stored: contact_sheet.class_marks(names, stats, stored),
+              names=class_names, stats=beam.pvalue.AsSingleton(stats),
+              stored=beam.pvalue.AsSingleton(stored)))
+      # [(class, label, '' | 'short' | 'empty')]: every class
       writers_done.append(
           written[writing.SHEET_TAG]
           | "ContactSheet" >> contact_sheet.WriteContactSheet(
@@ -282,9 +296,17 @@ class WriteDataset(beam.PTransform):
                   self._description.get("seed", self._seed),
                   self._description.get("splits")
                   or self._description.get("samples_per_class", "?")),
-              total=total))
+              total=total, classes=sheet_classes))
           # contact sheet page paths
     all_writers_done = writers_done | "WritersDone" >> beam.Flatten()
+    # report.html's thumbnails: the sheet's (none without a contact sheet),
+    # every class's first pick before any class's second, bounded.
+    report_thumbnails = (
+        written[writing.SHEET_TAG]
+        | "ReportPick" >> beam.Map(report.pick_of)
+        | "ReportThumbnails" >> beam.combiners.Top.Smallest(
+            report.DEFAULT_MAX_THUMBNAILS, key=report.thumbnail_order))
+    # [ReportPick]: one list
 
     output_dir = self._output_dir
     return (
@@ -298,7 +320,8 @@ class WriteDataset(beam.PTransform):
             stats=beam.pvalue.AsSingleton(stats),
             failures=beam.pvalue.AsList(failures),
             writers_done=beam.pvalue.AsList(all_writers_done),
-            class_names=class_names)
+            class_names=class_names,
+            report_thumbnails=beam.pvalue.AsSingleton(report_thumbnails))
         # summary.json's content
         | "DatasetWritten" >> beam.Map(lambda summary: dataset_written(output_dir, summary))
     )
