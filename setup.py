@@ -41,6 +41,9 @@ setuptools.setup(
         # Drives Debian's chromium (scripts/env.sh) for report.html's browser
         # tests; installs no browser (only `playwright install` would).
         "playwright==1.65.2",
+        # Compiles examples/kfp's pipeline (2.16.1: 2.17 pins a requests older
+        # than the one the rest resolves to).
+        "kfp==2.16.1",
     ]},
     entry_points={"console_scripts": [
         "exemplar = exemplar.main:main",
