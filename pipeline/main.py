@@ -172,14 +172,19 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_SHORT = 0, 1, 2, 3
 
 
 def fingerprints(config: ExemplarConfig, plan: assemble.RunPlan) -> Dict:
-  """The run's input and configuration fingerprints (transforms/fingerprint.py)."""
-  listed = fingerprint.input_fingerprint(plan.input_dir, plan.class_names or (),
-                                         plan.input_list)
+  """The run's configuration fingerprint and, for a scheduled run
+  (--skip_if_unchanged or --result_file), its input fingerprint
+  (transforms/fingerprint.py): a stat of every file, ~10 s per million, which
+  an interactive run does not pay."""
   described = dict(config.describe(), contact_sheet=config.contact_sheet,
                    input_dir=plan.input_dir, input_list=plan.input_list)
-  return {"input_fingerprint": listed["fingerprint"], "input_files": listed["files"],
-          "config_fingerprint": fingerprint.config_fingerprint(
-              described, fingerprint.exemplar_version())}
+  prints = {"config_fingerprint": fingerprint.config_fingerprint(
+      described, fingerprint.exemplar_version())}
+  if config.skip_if_unchanged or config.result_file:
+    listed = fingerprint.input_fingerprint(plan.input_dir, plan.class_names or (),
+                                           plan.input_list)
+    prints.update(input_fingerprint=listed["fingerprint"], input_files=listed["files"])
+  return prints
 
 
 def is_unchanged(output_dir: str, prints: Dict) -> bool:
@@ -190,7 +195,7 @@ def is_unchanged(output_dir: str, prints: Dict) -> bool:
     run = read_summary(output_dir).get("run") or {}
   except Exception:  # noqa: BLE001 - an unreadable summary: not the same dataset
     return False
-  return (run.get("input_fingerprint") == prints["input_fingerprint"]
+  return (run.get("input_fingerprint") == prints.get("input_fingerprint") is not None
           and run.get("config_fingerprint") == prints["config_fingerprint"])
 
 
@@ -268,8 +273,9 @@ def in_process(beam_args: Sequence[str]) -> bool:
 
 
 def prints_key(prints: Dict) -> str:
-  """What a killed run's staged shards must match to be reused."""
-  return f"{prints['input_fingerprint']}-{prints['config_fingerprint']}"
+  """What a killed run's staged shards must match to be reused (each shard
+  also checks its own decode tasks, which name every file it reads)."""
+  return f"{prints.get('input_fingerprint', 'unlisted')}-{prints['config_fingerprint']}"
 
 
 def finish(config: ExemplarConfig, output_dir: str, prints: Optional[Dict],

@@ -15,6 +15,7 @@ rewritten in place under the same path is not seen.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -86,19 +87,24 @@ def class_entries(root: str, class_name: str) -> Iterator[Tuple[str, int, int]]:
 
 
 def input_fingerprint(input_dir: Optional[str], class_names: Sequence[str],
-                      input_list: Optional[str] = None) -> Dict:
-  """{'fingerprint': hex, 'files': n} of the input (see the module docstring)."""
+                      input_list: Optional[str] = None, threads: int = 4) -> Dict:
+  """{'fingerprint': hex, 'files': n} of the input (see the module docstring).
+
+  Costs a listing with a stat per file (about 5-9 us per file on local disk:
+  ~10 s for 1.3M files), spread over `threads` (the stats release the GIL).
+  """
   if input_list is not None:
     with FileSystems.open(input_list) as f:
       digest = hashlib.sha256(f.read()).hexdigest()
     return {"fingerprint": "list-" + digest[:32], "files": None}
+  with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+    per_class = list(pool.map(
+        lambda name: combine(class_entries(input_dir, name)), class_names))
   outer = hashlib.sha256()
-  files = 0
-  for class_name in class_names:
-    count, total = combine(class_entries(input_dir, class_name))
-    files += count
+  for class_name, (count, total) in zip(class_names, per_class):
     outer.update(f"{class_name}\0{count}\0{total:032x}\n".encode("utf-8", "surrogatepass"))
-  return {"fingerprint": outer.hexdigest()[:32], "files": files}
+  return {"fingerprint": outer.hexdigest()[:32],
+          "files": sum(count for count, _ in per_class)}
 
 
 # Keys of the run's configuration that do not change what it writes.
