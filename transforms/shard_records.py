@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -25,6 +26,7 @@ from exemplar.transforms.decoding import DecodedImage, DecodeFailure
 from exemplar.transforms.fileio import write_file_atomically
 
 _READ_CHUNK = 8 << 20
+_LOGGER = logging.getLogger(__name__)
 
 
 def record_name(shard_name: str) -> str:
@@ -75,9 +77,15 @@ def reuse(folder: str, shard_name: str, key: str
       return None
     with FileSystems.open(record_path) as f:
       data = json.loads(f.read().decode("utf-8", "surrogatepass"))
-    if (data.get("key") != key or not FileSystems.exists(shard_path)
+    if data.get("key") != key:
+      _LOGGER.info("Not reusing %s: other work (key %s, now %s)", shard_name,
+                   str(data.get("key"))[:12], key[:12])
+      return None
+    if (not FileSystems.exists(shard_path)
         or FileSystems.metadata(shard_path).size_in_bytes != data["bytes"]
         or _sha256(shard_path) != data["sha256"]):
+      _LOGGER.warning("Not reusing %s: its size or checksum is not the recorded one; "
+                      "writing it again", shard_name)
       return None
     failures = [DecodeFailure(*failure) for failure in data["failures"]]
     sheet = [DecodedImage(**dict(image, encoded=b"",
