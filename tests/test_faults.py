@@ -215,10 +215,22 @@ def test_a_killed_run_resumes_reusing_the_shards_it_finished(tree, reference, tm
   data = bytearray(open(damaged, "rb").read())
   data[20] ^= 0xFF
   open(damaged, "wb").write(bytes(data))
+  # A reused shard is moved into place (same inode); a shard written again is
+  # a new file.
+  inodes = {name[len(".done-"):-len(".json")]: os.stat(os.path.join(
+      parent, name[len(".done-"):-len(".json")])).st_ino
+      for parent, _, names in os.walk(staging) for name in names
+      if name.startswith(".done-")}
   with caplog.at_level(logging.INFO):
     assert run_cli(["--input_dir", tree, "--output_dir", out] + ARGS) == 0
   resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming")]
   assert resumed and int(resumed[0].split()[1]) >= len(finished)
+  assert [r.getMessage() for r in caplog.records if "Not reusing" in r.getMessage()] == [
+      f"Not reusing {os.path.basename(damaged)}: its size or checksum is not the recorded "
+      "one; writing it again"]
+  kept = {name for name, inode in inodes.items()
+          if os.stat(os.path.join(out, name)).st_ino == inode}
+  assert kept == set(inodes) - {os.path.basename(damaged)}
   assert_equals_reference(out, reference)
 
 

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from exemplar.transforms.commit import SHARD_DONE_PREFIX
 from exemplar.transforms.decoding import DecodedImage, DecodeFailure
+from exemplar.transforms import fileio
 from exemplar.transforms.fileio import write_file_atomically
 
 _READ_CHUNK = 8 << 20
@@ -82,7 +83,7 @@ def reuse(folder: str, shard_name: str, key: str
                    str(data.get("key"))[:12], key[:12])
       return None
     if (not FileSystems.exists(shard_path)
-        or FileSystems.metadata(shard_path).size_in_bytes != data["bytes"]
+        or fileio.size(shard_path) != data["bytes"]
         or _sha256(shard_path) != data["sha256"]):
       _LOGGER.warning("Not reusing %s: its size or checksum is not the recorded one; "
                       "writing it again", shard_name)
@@ -92,5 +93,7 @@ def reuse(folder: str, shard_name: str, key: str
                                  thumbnail=base64.b64decode(image["thumbnail"])))
              for image in data["sheet"]]
     return data["rows"], failures, sheet, int(data["bytes"])
-  except Exception:  # noqa: BLE001 - a damaged record: decode the shard again
+  except Exception as e:  # noqa: BLE001 - a damaged record: decode the shard again
+    _LOGGER.warning("Not reusing %s: its record cannot be read (%s); writing it again",
+                    shard_name, e)
     return None
