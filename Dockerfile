@@ -4,9 +4,9 @@
 # build and submit the job; launched with `sdk_container_image` set to this
 # same image, the workers start with exemplar and its pinned dependencies
 # (TensorFlow, TFT, TFDS) already installed, instead of pip-installing them
-# from setup.py on every worker. Build and run: docs/scaling_out.md.
+# from setup.py on every worker. Build and run: README.md, "Scaling out".
 #
-#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/exemplar:0.1.0 .
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/exemplar:0.2.0 .
 
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0
