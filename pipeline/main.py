@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -179,7 +178,7 @@ def fingerprints(config: ExemplarConfig, plan: assemble.RunPlan) -> Dict:
   described = dict(config.describe(), contact_sheet=config.contact_sheet,
                    input_dir=plan.input_dir, input_list=plan.input_list)
   prints = {"config_fingerprint": fingerprint.config_fingerprint(
-      described, fingerprint.exemplar_version())}
+      described, metadata.package_versions(("exemplar",))["exemplar"])}
   if config.skip_if_unchanged or config.result_file:
     listed = fingerprint.input_fingerprint(plan.input_dir, plan.class_names or (),
                                            plan.input_list)
@@ -300,8 +299,6 @@ def result_json(output_dir: str, prints: Optional[Dict], started: float, code: i
   """The --result_file's content (a pure function)."""
   summary = summary or {}
   finished = time.time()
-  stamp = lambda t: datetime.datetime.fromtimestamp(  # noqa: E731
-      t, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
   run = summary.get("run") or {}
   return {
       "status": status,
@@ -319,19 +316,11 @@ def result_json(output_dir: str, prints: Optional[Dict], started: float, code: i
                     for c in summary.get("per_class", [])},
       "classes_short": summary.get("classes_short"),
       "changes": summary.get("changes"),
-      "started": stamp(started),
-      "finished": stamp(finished),
+      "started": metadata.utc_stamp(started),
+      "finished": metadata.utc_stamp(finished),
       "duration_sec": round(finished - started, 3),
-      "versions": {name: fingerprint_version(name) for name in ("exemplar", "apache-beam")},
+      "versions": metadata.package_versions(("exemplar", "apache-beam")),
   }
-
-
-def fingerprint_version(package: str) -> str:
-  from importlib import metadata as importlib_metadata
-  try:
-    return importlib_metadata.version(package)
-  except importlib_metadata.PackageNotFoundError:
-    return "unknown"
 
 
 def run_and_report(config: ExemplarConfig, plan: assemble.RunPlan,

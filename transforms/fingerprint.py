@@ -118,11 +118,3 @@ def config_fingerprint(config: Dict, version: str) -> str:
           if key not in NOT_IN_CONFIG_FINGERPRINT}
   text = json.dumps({"config": kept, "exemplar": version}, sort_keys=True, default=str)
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def exemplar_version() -> str:
-  from importlib import metadata
-  try:
-    return metadata.version("exemplar")
-  except metadata.PackageNotFoundError:
-    return "unknown"

@@ -263,23 +263,28 @@ def run_record(run_info: Dict, dataset_print: str) -> Dict:
   record = {key: run_info[key] for key in
             ("input_fingerprint", "config_fingerprint", "input_files") if key in run_info}
   record["dataset_fingerprint"] = dataset_print
-  record["finished"] = _utc(finished)
+  record["finished"] = utc_stamp(finished)
   if "started" in run_info:
-    record["started"] = _utc(run_info["started"])
+    record["started"] = utc_stamp(run_info["started"])
     record["duration_sec"] = round(finished - run_info["started"], 3)
   return record
 
 
-def _utc(seconds: float) -> str:
+def utc_stamp(seconds: float) -> str:
+  """time.time() seconds -> '2026-11-30T11:04:53Z' (summary.json, --result_file)."""
   return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
       timespec="seconds").replace("+00:00", "Z")
 
 
-def package_versions() -> Dict[str, str]:
+VERSIONED_PACKAGES = ("exemplar", "apache-beam", "tensorflow", "tensorflow-transform",
+                      "tensorflow-datasets")
+
+
+def package_versions(packages: Sequence[str] = VERSIONED_PACKAGES) -> Dict[str, str]:
+  """{package: installed version, or 'not installed'}."""
   from importlib import metadata
   versions = {}
-  for package in ("exemplar", "apache-beam", "tensorflow",
-                  "tensorflow-transform", "tensorflow-datasets"):
+  for package in packages:
     try:
       versions[package] = metadata.version(package)
     except metadata.PackageNotFoundError:

@@ -115,13 +115,13 @@ def tfrecord_bytes(records: Iterable[bytes]) -> Iterator[bytes]:
     yield b"".join(frames.chunks)
 
 
-def resolve_num_shards(fixed: Optional[int], planned: Dict[str, int],
+def resolve_num_shards(fixed: Optional[int], num_images: int,
                        settings: ImageSettings) -> int:
-  """`num_shards` if given (per split), else sized from the planned image
-  count."""
+  """`num_shards` if given (per split), else sized from the split's planned
+  image count."""
   if fixed:
     return fixed
-  return auto_num_shards(sum(planned.values()), settings)
+  return auto_num_shards(num_images, settings)
 
 
 # --- decode and write each shard in one step --------------------------------
@@ -166,7 +166,7 @@ def split_layout(name: str, planned: Dict[str, int], class_names: Sequence[str],
   import numpy as np
   counts = np.array([planned.get(c, 0) for c in class_names], dtype=np.int64)
   total = int(counts.sum())
-  num_shards = resolve_num_shards(fixed_num_shards, {name: total}, settings)
+  num_shards = resolve_num_shards(fixed_num_shards, total, settings)
   longest = int(counts.max()) if len(counts) else 0
   # classes_above[j] = classes with more than j images = records of rank j
   classes_above = np.bincount(counts, minlength=longest + 1)[::-1].cumsum()[::-1]
@@ -249,17 +249,22 @@ def class_tasks(class_name: str, label: int, candidates: Sequence[str],
   seen_for_tasks = 0 if len(candidates) >= seen else seen
   tasks = []
   for index, run in enumerate(runs):
-    if len(runs) == 1:
-      task = DecodeTask(class_name, label, [], run.need, run.first_rank,
-                        seen_for_tasks, 1, root=root, split=run.split,
-                        rank_offset=run.rank_offset)
-    else:
-      task = DecodeTask(class_name, label, [], run.need, run.first_rank,
-                        seen_for_tasks, 1, planned + index, len(runs), root=root,
-                        split=run.split, rank_offset=run.rank_offset)
+    # One task: its spares right after its ranks; several: dealt round-robin.
+    spare_start, spare_stride = (-1, 1) if len(runs) == 1 else (planned + index, len(runs))
+    task = DecodeTask(class_name, label, [], run.need, run.first_rank, seen_for_tasks, 1,
+                      spare_start, spare_stride, root=root, split=run.split,
+                      rank_offset=run.rank_offset)
     tasks.append((run.shard,
                   task._replace(candidates=decode_tasks.task_candidates(candidates, task))))
   return tasks
+
+
+def file_tasks(sample: ClassSample, label: int, split: str, paths: Sequence[str],
+               shards: Sequence[int]) -> List[Tuple[int, DecodeTask]]:
+  """Every file kept: one task per file, no spares (a failure leaves a gap)."""
+  return [(shard, DecodeTask(sample.class_name, label, [path], 1, rank, 1,
+                             root=sample.root, split=split))
+          for rank, (path, shard) in enumerate(zip(paths, shards))]
 
 
 def sample_tasks(sample: ClassSample, label: int,
@@ -273,20 +278,16 @@ def sample_tasks(sample: ClassSample, label: int,
       picks = [p.relative_path for p in sample.picks if p.split == split]
       shards = rank_shards(layouts[split], label, planned)
       if sample.samples_per_class is None and len(picks) == planned:
-        tasks += [(shard, DecodeTask(sample.class_name, label, [path], 1, rank, 1,
-                                     root=sample.root, split=split))
-                  for rank, (path, shard) in enumerate(zip(picks, shards))]
+        tasks += file_tasks(sample, label, split, picks, shards)
       else:
         tasks += class_tasks(sample.class_name, label, picks,
                              shard_runs(split, 0, shards), 0, sample.root)
     return tasks
   paths = [pick.relative_path for pick in sample.picks]
-  if sample.samples_per_class is None:  # every file: one task each, no spares
+  if sample.samples_per_class is None:  # every file
     split = splits[0][0]
-    shards = rank_shards(layouts[split], label, len(paths))
-    return [(shard, DecodeTask(sample.class_name, label, [path], 1, rank, 1,
-                               root=sample.root, split=split))
-            for rank, (path, shard) in enumerate(zip(paths, shards))]
+    return file_tasks(sample, label, split, paths,
+                      rank_shards(layouts[split], label, len(paths)))
   runs, start = [], 0
   for split, planned in splits:
     runs += shard_runs(split, start, rank_shards(layouts[split], label, planned))
