@@ -11,16 +11,21 @@ prints a table and writes it as markdown to benchmarks/results.md.
 
 Cases:
   * the 1.3M-file ImageNet-shaped tree, k=1: exemplar (the real CLI) in-process
-    and on 2 local processes; the seed's glob-first-file script (verbatim and
-    with its one-line fix); the seed's image_dataset_from_directory
+    and on 2 local processes; the issue's bare glob-first script (TF import,
+    listdir, glob, load_img of the first file per class: the k=1 yardstick);
+    the seed's glob-first-file script (verbatim and with its one-line fix);
+    the seed's image_dataset_from_directory
     keep-first-per-class, on a bounded subset, extrapolated per image; the
     naive Beam pipeline (MatchFiles -> Sample.FixedSizePerKey); a raw
     os.scandir walk (the floor); and the listing+sampling stage alone;
   * memory growth: exemplar on the 130k-file tree vs the 1.3M-file tree;
   * decode throughput: exemplar's decode-and-write step in Beam vs a plain loop of the
     same decode+resize+encode, on the same cores (10,000 distinct photos);
-  * `--samples_per_class all` on the 10,000-photo tree (PNG and JPEG) vs
-    image_dataset_from_directory merely iterating it;
+  * `--samples_per_class all` on the 10,000-photo tree (PNG and JPEG) vs the
+    tf.data floor (a plain tf.data pipeline: the same files, decode + resize
+    ops and encoder, written with tf.io.TFRecordWriter; PNG and JPEG) and vs
+    image_dataset_from_directory merely iterating it; images/s per core
+    beside published figures;
   * the per-image cost of each op on one thread (stages/op_costs.py).
 
 The other engineers share this machine: run it when it is quiet, and compare
@@ -115,6 +120,35 @@ class Bench:
     return case
 
 
+  def floor(self, key: str, label: str, tree: str, extra: List[str],
+            expect_images: int) -> Case:
+    """baselines/tfdata_floor.py into a scratch folder, its count checked."""
+    out = os.path.join(self.scratch, key)
+    shutil.rmtree(out, ignore_errors=True)
+    case = self.run(key, label, script("baselines", "tfdata_floor.py")
+                    + [tree, "--output", out] + extra)
+    st = case.m.stage
+    if case.m.ok and "images" in st:
+      case.note = (f"{st['images']} images in {st['shards']} shards; pipeline "
+                   f"{float(st['seconds']):.1f} s = {float(st['images_per_second']):.0f} "
+                   f"images/s after {float(st['import_seconds']):.1f} s of imports")
+      if int(st["images"]) != expect_images:
+        case.note += f" **expected {expect_images} images**"
+        self.failures.append(f"{label}: wrote {st['images']} images, "
+                             f"expected {expect_images}")
+    shutil.rmtree(out, ignore_errors=True)
+    return case
+
+
+def _read_all(tree: str) -> None:
+  """Reads every file of `tree` once (into the page cache), unmeasured."""
+  for folder, _, files in os.walk(tree):
+    for name in files:
+      with open(os.path.join(folder, name), "rb") as f:
+        while f.read(1 << 20):
+          pass
+
+
 def _stage_note(stdout: str) -> str:
   for line in stdout.splitlines():
     if line.startswith("time per stage"):
@@ -165,6 +199,9 @@ def run_all(bench: Bench) -> None:
                  expect_images=big_classes)
   bench.exemplar("exemplar_mp", "exemplar k=1, 2 processes", big, MP,
                  expect_images=big_classes)
+  bench.run("glob_bare", "bare glob-first script (issue's yardstick)",
+            script("baselines", "glob_bare.py") + [big],
+            note="TF import, listdir, glob, load_img of one file per class; no output")
   bench.run("glob", "seed glob-first-file (verbatim)",
             script("baselines", "glob_first_file.py") + [big])
   bench.run("glob_stack", "seed glob-first-file + np.stack fix",
@@ -208,10 +245,14 @@ def run_all(bench: Bench) -> None:
   bench.run("dec_beam_mp", "exemplar decode+write stage, 2 processes", decode + ["--mode", "beam"] + MP)
 
   bench.log(f"\n[4] --samples_per_class all on {photo_files:,} distinct photos")
+  _read_all(photos)  # page cache: no case pays the first cold read of the photos
+  bench.floor("tfdata_floor", "tf.data floor (PNG)", photos, [], photo_files)
   bench.exemplar("all", "exemplar all (in-process)", photos,
                  ["--samples_per_class", "all"], expect_images=photo_files)
   bench.exemplar("all_mp", "exemplar all, 2 processes", photos,
                  ["--samples_per_class", "all"] + MP, expect_images=photo_files)
+  bench.floor("tfdata_floor_jpeg", "tf.data floor (JPEG)", photos,
+              ["--image_format", "jpeg"], photo_files)
   bench.exemplar("all_jpeg", "exemplar all --image_format jpeg (in-process)", photos,
                  ["--samples_per_class", "all", "--image_format", "jpeg"],
                  expect_images=photo_files)
@@ -315,6 +356,7 @@ def render(bench: Bench, started: datetime.datetime) -> str:
         ("decode_resize", "decode + resize: all that Keras iterating does per image"),
         ("stored_png", "decode + resize + uint8 + PNG encode (exemplar's default)"),
         ("stored_jpeg", "decode + resize + uint8 + JPEG encode (`--image_format jpeg`)"),
+        ("png_encode", "PNG encode alone, 256x256 RGB (transforms/png_encoder.py)"),
         ("thumbnail", "contact-sheet thumbnail (first 10 per class only)"),
         ("sha256", "sha256 of the source file"),
         ("serialize", "tf.train.Example + TFRecord framing")):

@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from exemplar.transforms import (beam_internals, contact_sheet, decode_tasks, decoding,
                                  progress, shard_records)
+from exemplar.transforms import png_encoder
 from exemplar.transforms.decode_tasks import DecodeTask
 from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
@@ -415,7 +416,9 @@ class DecodeAndWriteShard(beam.DoFn):
 
   def _shard_key(self, name: str, tasks: Sequence[DecodeTask]) -> str:
     """Everything that fixes a shard's bytes, hashed."""
-    text = repr((name, [tuple(t) for t in tasks], repr(self._settings), self._max_pixels,
+    encoder = png_encoder.encoder_id() if self._settings.image_format == "png" else "tf"
+    text = repr((name, [tuple(t) for t in tasks], repr(self._settings), encoder,
+                 self._max_pixels,
                  self._exif_transpose, self._seed, self._sheet_per_class,
                  self._thumbnail_size))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
