@@ -22,18 +22,54 @@ stages are exemplar.transforms (transforms/), the shipped configs
 exemplar.configs (configs/).
 """
 
-from exemplar.reader import load_dataset
-from exemplar.transforms.commit import DatasetExists, OutputError
-from exemplar.transforms.decoding import DecodeFailure
-from exemplar.transforms.list_file import ListedImage, ListFileError, ReadImageList
-from exemplar.transforms.listing import ListingError
-from exemplar.transforms.lock import OutputLocked
-from exemplar.transforms.sample_images import SampleImageFolder, SampleImages
-from exemplar.transforms.sampling import ClassSample, Pick
-from exemplar.transforms.write_dataset import DatasetWritten, WriteDataset
+from __future__ import annotations
 
-__all__ = [
-    "ClassSample", "DatasetExists", "DatasetWritten", "DecodeFailure", "ListFileError", "ListedImage",
-    "ListingError", "OutputError", "OutputLocked", "Pick", "ReadImageList",
-    "SampleImageFolder", "SampleImages", "WriteDataset", "load_dataset",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+# Each public name's module, imported on first use (PEP 562): `import exemplar`
+# costs nothing, and a script that needs only the image ops (e.g.
+# exemplar.transforms.decoding) never imports Apache Beam.
+_EXPORTS = {
+    "ClassSample": "exemplar.transforms.sampling",
+    "DatasetExists": "exemplar.transforms.commit",
+    "DatasetWritten": "exemplar.transforms.write_dataset",
+    "DecodeFailure": "exemplar.transforms.decoding",
+    "ListFileError": "exemplar.transforms.list_file",
+    "ListedImage": "exemplar.transforms.list_file",
+    "ListingError": "exemplar.transforms.listing",
+    "OutputError": "exemplar.transforms.commit",
+    "OutputLocked": "exemplar.transforms.lock",
+    "Pick": "exemplar.transforms.sampling",
+    "ReadImageList": "exemplar.transforms.list_file",
+    "SampleImageFolder": "exemplar.transforms.sample_images",
+    "SampleImages": "exemplar.transforms.sample_images",
+    "WriteDataset": "exemplar.transforms.write_dataset",
+    "load_dataset": "exemplar.reader",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+  from exemplar.reader import load_dataset  # noqa: F401
+  from exemplar.transforms.commit import DatasetExists, OutputError  # noqa: F401
+  from exemplar.transforms.decoding import DecodeFailure  # noqa: F401
+  from exemplar.transforms.list_file import (ListedImage, ListFileError,  # noqa: F401
+                                             ReadImageList)
+  from exemplar.transforms.listing import ListingError  # noqa: F401
+  from exemplar.transforms.lock import OutputLocked  # noqa: F401
+  from exemplar.transforms.sample_images import SampleImageFolder, SampleImages  # noqa: F401
+  from exemplar.transforms.sampling import ClassSample, Pick  # noqa: F401
+  from exemplar.transforms.write_dataset import DatasetWritten, WriteDataset  # noqa: F401
+
+
+def __getattr__(name: str):
+  module = _EXPORTS.get(name)
+  if module is None:
+    raise AttributeError(f"module 'exemplar' has no attribute {name!r}")
+  value = getattr(importlib.import_module(module), name)
+  globals()[name] = value  # later lookups skip this function
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

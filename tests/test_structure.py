@@ -221,3 +221,30 @@ def test_reading_a_huge_header_leaves_pillow_settings_alone():
   # Pillow's own open still refuses it: its setting is untouched.
   with pytest.raises(Image.DecompressionBombError):
     Image.open(io.BytesIO(png_header(100_000, 90_000)))
+
+
+def test_import_exemplar_is_lazy_and_the_image_ops_need_no_beam():
+  """`import exemplar` imports no Beam or TF; each public name loads its
+  module on first use; the image ops (decoding, png_encoder) import no Beam,
+  so a plain tf.data script (benchmarks/baselines/tfdata_floor.py) can call
+  them without paying for it."""
+  import exemplar
+  script = """
+import sys
+import exemplar
+heavy = lambda: sorted(m for m in ("apache_beam", "tensorflow") if m in sys.modules)
+assert heavy() == [], heavy()
+import exemplar.transforms.decoding, exemplar.transforms.png_encoder
+assert "apache_beam" not in sys.modules
+assert exemplar.WriteDataset.__module__ == "exemplar.transforms.write_dataset"
+assert "apache_beam" in sys.modules
+print("ok")
+"""
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+  assert result.stdout.strip() == "ok", result.stdout + result.stderr[-3000:]
+  for name in exemplar.__all__:
+    assert getattr(exemplar, name).__name__ == name
+  assert set(exemplar.__all__) <= set(dir(exemplar))
+  with pytest.raises(AttributeError, match="no attribute 'nope'"):
+    exemplar.nope  # noqa: B018

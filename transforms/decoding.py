@@ -27,7 +27,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from exemplar.transforms import contact_sheet, headers, png_encoder
+from exemplar.transforms import headers, png_encoder
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3",
                   "lanczos5", "gaussian", "mitchellcubic")
@@ -430,6 +430,9 @@ class ImageDecoder:
     self._decode_encode = {True: traced(True), False: traced(False)}
     self._channels = settings.channels
     self._png = settings.image_format == "png"
+    # Imported here: contact_sheet imports Beam, which the image ops do not need.
+    from exemplar.transforms.contact_sheet import thumbnail_jpeg
+    self._thumbnail_jpeg = thumbnail_jpeg
 
   def decode(self, raw: bytes, thumbnail_size: int = 0):
     """`thumbnail_size` > 0 also makes the contact-sheet thumbnail from the
@@ -461,7 +464,7 @@ class ImageDecoder:
       encoded = png_encoder.encode_png(pixels)
     else:
       encoded = encoded.numpy()
-    thumbnail = (contact_sheet.thumbnail_jpeg(pixels, thumbnail_size)
+    thumbnail = (self._thumbnail_jpeg(pixels, thumbnail_size)
                  if thumbnail_size else b"")
     return DecodeResult(encoded, int(height), int(width),
                         hashlib.sha256(raw).hexdigest(), thumbnail)
