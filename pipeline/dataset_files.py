@@ -14,16 +14,13 @@ import csv
 import dataclasses
 import io
 import json
-import re
 from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
 from exemplar.transforms import commit, fileio
-from exemplar.transforms.names import (CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE,
+from exemplar.transforms.names import (CLASS_NAMES_FILE, ERRORS_FILE, SHARD_NAME,
                                        SUCCESS_MARKER, SUMMARY_JSON)
-
-SHARD_NAME = re.compile(re.escape(DATASET_NAME) + r"-[^.]+\.tfrecord-\d{5}-of-\d{5}")
 
 
 class NotADatasetError(ValueError):

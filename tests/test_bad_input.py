@@ -253,7 +253,7 @@ def assert_no_scratch_left(out: str) -> None:
 # --- the one run over every odd file ----------------------------------------
 
 @pytest.fixture(scope="module")
-def odd_run(tmp_path_factory):
+def odd_run_once(tmp_path_factory):
   """The odd tree and one `--samples_per_class all` run over it."""
   base = tmp_path_factory.mktemp("odd")
   root, out = str(base / "images"), str(base / "out")
@@ -263,6 +263,16 @@ def odd_run(tmp_path_factory):
                   "--image_size", str(SIZE[0]), str(SIZE[1]), "--num_shards", "2"])
   seconds = time.monotonic() - started
   return {"root": root, "out": out, "good": good, "code": code, "seconds": seconds}
+
+
+@pytest.fixture
+def odd_run(request):
+  """odd_run_once, for slow tests only: it is a whole CLI run (~30 s), which
+  the fast tier (`-m "not slow"`) must not pay for."""
+  if request.node.get_closest_marker("slow") is None:
+    pytest.fail(f"{request.node.name} uses odd_run, a whole CLI run: mark it "
+                "@pytest.mark.slow", pytrace=False)
+  return request.getfixturevalue("odd_run_once")
 
 
 @pytest.mark.slow
@@ -323,6 +333,7 @@ def test_summary_names_the_empty_and_failing_classes(odd_run):
   assert "no_images" in text.split("classes short")[1]
 
 
+@pytest.mark.slow
 def test_odd_but_valid_files_decode_like_keras(odd_run):
   """CMYK JPEG, 16-bit, 1-bit and palette+tRNS PNG, animated GIF (first frame),
   BMP, a PNG named .jpg and EXIF-rotated images (not rotated, as Keras)."""
@@ -344,6 +355,7 @@ def test_odd_but_valid_files_decode_like_keras(odd_run):
                                 expected_pixels(first_frame))
 
 
+@pytest.mark.slow
 def test_odd_run_is_quick(odd_run):
   # Huge headers are refused before decoding: no multi-second, multi-GB decode.
   assert odd_run["seconds"] < 45, odd_run["seconds"]

@@ -248,3 +248,56 @@ print("ok")
   assert set(exemplar.__all__) <= set(dir(exemplar))
   with pytest.raises(AttributeError, match="no attribute 'nope'"):
     exemplar.nope  # noqa: B018
+
+
+# --- dead code and names defined once -------------------------------------------
+
+
+def test_no_unused_module_level_function_or_class():
+  """Every function and class defined at module level is named somewhere
+  else in exemplar (or in setup.py's entry points): no dead code."""
+  import collections
+  import re
+  words = {module: collections.Counter(re.findall(r"\w+", open(path, encoding="utf-8").read()))
+           for module, path in module_files().items()}
+  words["setup.py"] = collections.Counter(
+      re.findall(r"\w+", open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()))
+  unused = []
+  for module, path in module_files().items():
+    for node in ast.parse(open(path, encoding="utf-8").read(), path).body:
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if node.name.startswith("__") and node.name.endswith("__"):
+          continue  # called by Python itself (a module's __getattr__, __dir__)
+        if sum(counts[node.name] for counts in words.values()) <= 1:
+          unused.append(f"{module}.{node.name}")
+  assert not unused, "defined and never used: " + ", ".join(unused)
+
+
+def test_the_shard_name_template_is_defined_once():
+  """Shard names are spelled in transforms/names.py only: the writer's
+  template, the readers' pattern and TFDS's template agree."""
+  found = []
+  for module, path in module_files().items():
+    if module == "exemplar.transforms.names":
+      continue
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+          and id(node) not in docstrings and "tfrecord" in node.value):
+        found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}: {node.value!r}")
+  assert not found, "shard names spelled outside transforms/names.py:\n" + "\n".join(found)
+
+  from exemplar.transforms import names
+  from tensorflow_datasets.core import naming
+  for index, count, split in ((0, 1, "train"), (3, 8, "validation"), (99998, 99999, "test")):
+    name = names.shard_file_name(index, count, split)
+    assert names.SHARD_NAME.fullmatch(name)
+    template = naming.ShardedFileTemplate(data_dir="/d", dataset_name=names.DATASET_NAME,
+                                          split=split, filetype_suffix=names.SHARD_SUFFIX)
+    assert os.path.basename(os.fspath(template.sharded_filepath(
+        shard_index=index, num_shards=count))) == name
+  assert not names.SHARD_NAME.fullmatch(names.shard_file_name(0, 1) + ".tmp")

@@ -37,7 +37,7 @@ from exemplar.transforms.decoding import DecodeFailure, ImageSettings
 from exemplar.transforms.names import (  # noqa: F401 - readers import SUCCESS_MARKER here
     CHANGES_FILE, CLASS_NAMES_FILE, DATASET_NAME, ERRORS_FILE, MANIFEST_FILE, REPORT_FILE,
     SPLIT, SUCCESS_MARKER,
-    SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
+    SHARD_SUFFIX, SUMMARY_JSON, SUMMARY_TEXT, shard_file_name)
 from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.writing import ManifestRow, ShardInfo
 
@@ -232,7 +232,7 @@ def write_tfds_metadata(target_dir: str, output_dir: str,
       name=split, shard_lengths=list(lengths), num_bytes=num_bytes,
       filename_template=naming.ShardedFileTemplate(
           data_dir=output_dir, dataset_name=DATASET_NAME, split=split,
-          filetype_suffix="tfrecord"))
+          filetype_suffix=SHARD_SUFFIX))
       for split, lengths, num_bytes in splits]))
   local_dir = tempfile.mkdtemp(prefix="exemplar-tfds-")
   try:

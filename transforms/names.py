@@ -1,8 +1,11 @@
 """The name of every file and folder exemplar writes in an output folder,
 defined once (the shard names follow TFDS's default file template)."""
 
+import re
+
 DATASET_NAME = "exemplar"
 SPLIT = "train"
+SHARD_SUFFIX = "tfrecord"  # TFDS's filetype_suffix of the shards
 
 SUCCESS_MARKER = "_SUCCESS"          # written last: the dataset is complete
 FILES_RECORD = "exemplar_files.json"  # the dataset's own files, with sizes
@@ -33,4 +36,9 @@ FIXED_FILES = (CLASS_NAMES_FILE, MANIFEST_FILE, ERRORS_FILE, CHANGES_FILE, SUMMA
 def shard_file_name(index: int, num_shards: int, split: str = SPLIT) -> str:
   """TFDS's default file name template for a shard:
   'exemplar-train.tfrecord-00003-of-00008'."""
-  return f"{DATASET_NAME}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
+  return f"{DATASET_NAME}-{split}.{SHARD_SUFFIX}-{index:05d}-of-{num_shards:05d}"
+
+
+# Any shard's name, any split: what a reader takes for a shard of the folder.
+SHARD_NAME = re.compile(
+    re.escape(DATASET_NAME) + r"-[^.]+\." + re.escape(SHARD_SUFFIX) + r"-\d{5}-of-\d{5}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import sys
 import time
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -432,7 +432,3 @@ class SampleImages(beam.PTransform):
         # ClassSample
     )
 
-
-def class_names_of(samples: Iterable[ClassSample]) -> List[str]:
-  """Keras's default label order: the class names, sorted as plain strings."""
-  return sorted({sample.class_name for sample in samples})

@@ -31,7 +31,7 @@ from exemplar.transforms.decode_tasks import DecodeTask
 from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
 from exemplar.transforms.sampling import ClassSample, sample_splits
-from exemplar.transforms.names import DATASET_NAME, SPLIT, shard_file_name  # noqa: F401
+from exemplar.transforms.names import SPLIT, shard_file_name
 
 # Keep a shard near this size; TFDS recommends 100-200 MB.
 TARGET_SHARD_BYTES = 128 << 20
