@@ -42,6 +42,7 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
   or UsageError, each with a one-line reason.
   """
   output_dir = fileio.absolute(config.output_dir)
+  _check_utf8("--output_dir", output_dir)
   if config.input_list is not None:
     input_list = fileio.absolute(config.input_list)
     if not fileio.exists(input_list):
@@ -64,6 +65,7 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
     input_dir = demo.ensure_demo_tree()
     _LOGGER.info("No --input_dir: using the demo tree at %s", input_dir)
   input_dir = fileio.absolute(input_dir)
+  _check_utf8("--input_dir", input_dir)
   if fileio.is_within(output_dir, input_dir):
     raise UsageError(
         f"--output_dir {output_dir} is inside --input_dir {input_dir}: the next "
@@ -72,6 +74,14 @@ def make_plan(config: ExemplarConfig) -> assemble.RunPlan:
   class_names = listing.resolve_classes(found, config.class_names)
   return assemble.RunPlan(input_dir=input_dir, output_dir=output_dir,
                           class_names=tuple(class_names))
+
+
+def _check_utf8(flag: str, path: str) -> None:
+  """Refuses a path that is not valid UTF-8 (bytes a local file system allows
+  in a name): its records, manifest and summary could not name it."""
+  if not listing.is_utf8(path):
+    raise UsageError(f"{flag} {listing.printable(path)!r} is not valid UTF-8 (U+FFFD "
+                     "marks the bytes that are not): rename it or choose another folder")
 
 
 def make_pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:

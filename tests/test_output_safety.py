@@ -341,3 +341,74 @@ def test_an_exemplar_output_nested_in_a_class_folder_is_not_listed(tmp_path):
   touch(root, "cat/runs/staged/.exemplar-staging/x/contact_sheet.png")
   touch(root, "cat/runs/staged/contact_sheet.png")
   assert sorted(listing.walk_class_folder(root, "cat")) == ["cat/a.jpg", "cat/sub/b.png"]
+
+
+# --- 1. any name a file system allows: '\r', bytes that are not UTF-8 ----------
+
+
+def test_csv_fields_with_a_carriage_return_read_back_exactly():
+  """Python's csv writer leaves a lone '\\r' unquoted with a '\\n' line
+  terminator; its reader then refuses the whole file (load_dataset and
+  exemplar-inspect read manifest.csv, errors.csv with it)."""
+  import csv
+  import io
+  from exemplar.transforms import changes, metadata
+  rows = [["cat", "cat/c\rd.png", "1"], ["dog", "dog/a\nb.jpg", "2"], ["e", "plain", "3"]]
+  text = metadata.to_csv(["class_name", "relative_path", "n"], rows)
+  assert list(csv.reader(io.StringIO(text)))[1:] == rows
+  text = changes.changes_csv([row + [""] * 6 for row in rows])
+  assert [row[:3] for row in csv.reader(io.StringIO(text))][1:] == rows
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_not_fatal(tmp_path):
+  from exemplar.transforms import listing
+  from tests.conftest import touch
+  root = str(tmp_path / "images")
+  touch(root, "cat/a.jpg")
+  os.makedirs(os.path.join(root, "cat", "sub"))
+  for raw in (b"cat/bad\xff.jpg", b"cat/sub\xfe/x.jpg"):
+    path = os.path.join(os.fsencode(root), *raw.split(b"/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()
+  problems = []
+  assert sorted(listing.walk_class_folder(root, "cat", problems)) == ["cat/a.jpg"]
+  assert sorted(problems) == [("cat/bad\ufffd.jpg", "file name is not valid UTF-8"),
+                              ("cat/sub\ufffd", "folder name is not valid UTF-8")]
+
+
+@pytest.mark.parametrize("flag", ["--input_dir", "--output_dir"])
+def test_a_root_that_is_not_utf8_is_refused_in_one_line(tmp_path, tree, capsys, flag):
+  bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xff")
+  argv = {"--input_dir": ["--input_dir", bad, "--output_dir", str(tmp_path / "out")],
+          "--output_dir": ["--input_dir", tree, "--output_dir", bad]}[flag]
+  if flag == "--input_dir":
+    shutil.copytree(tree, bad)
+  assert run_main(argv + SMALL) == 2
+  err = capsys.readouterr().err
+  assert f"{flag} " in err and "not valid UTF-8" in err and len(err.strip().splitlines()) == 1
+  assert not os.path.exists(str(tmp_path / "out")) and not (
+      flag == "--output_dir" and os.path.exists(bad))
+
+
+@pytest.mark.slow
+def test_a_run_over_file_names_with_a_carriage_return_and_bad_bytes(tmp_path):
+  """'c\\rd.png' is stored and read back by load_dataset and --verify; a file
+  whose name is not UTF-8 is recorded in errors.csv, and the run succeeds."""
+  import numpy as np
+  from tests.conftest import noise_image, write_image
+  root = str(tmp_path / "images")
+  rng = np.random.default_rng(3)
+  for relative in ["cat/c\rd.png", "cat/a.jpg", "dog/e\u2028f.png"]:
+    write_image(os.path.join(root, *relative.split("/")), noise_image(rng, 16, 24), "PNG")
+  with open(os.path.join(os.fsencode(root), b"dog", b"bad\xff.jpg"), "wb") as f:
+    f.write(open(os.path.join(root, "cat", "a.jpg"), "rb").read())
+  out = str(tmp_path / "out")
+  assert run_main(["--input_dir", root, "--output_dir", out, "--samples_per_class", "all"]
+                  + SMALL) == 0
+  assert records(out) == sorted(os.path.join(root, *r.split("/")) for r in
+                                ["cat/c\rd.png", "cat/a.jpg", "dog/e\u2028f.png"])
+  from exemplar import dataset_files, inspect_cli
+  errors = dataset_files.read_csv(os.path.join(out, "errors.csv"))
+  assert [(e["relative_path"], e["reason"]) for e in errors] == [
+      ("dog/bad\ufffd.jpg", "file name is not valid UTF-8")]
+  assert inspect_cli.main([out, "--verify"]) == 0

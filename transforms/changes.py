@@ -138,11 +138,8 @@ def compare_manifests(old_rows: Sequence[Mapping[str, str]],
 
 def changes_csv(rows: Sequence[Sequence[str]]) -> str:
   """compare_manifests' rows -> the text of changes.csv, with its header."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(CHANGE_COLUMNS)
-  writer.writerows(rows)
-  return buffer.getvalue()
+  from exemplar.transforms.fileio import csv_text
+  return csv_text(CHANGE_COLUMNS, rows)
 
 
 def _moves(counts: Mapping[str, int]) -> str:

@@ -12,6 +12,8 @@ character escaped. `write_file_atomically` writes a file all or nothing.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import uuid
@@ -145,6 +147,20 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
   path, root = path.rstrip("/"), root.rstrip("/")
   return path == root or path.startswith(root + "/")
+
+
+def csv_text(header, rows) -> str:
+  """CSV text, one record per '\\n'-ended line, that csv.reader reads back
+  exactly. Python's writer quotes a field holding '\\n' but not one holding
+  a lone '\\r' when the line terminator is '\\n' (a file named 'a\\rb.jpg'),
+  and its reader then fails on the whole file: a record with a '\\r' in a
+  field is written with every field quoted."""
+  buffer = io.StringIO()
+  plain = csv.writer(buffer, lineterminator="\n")
+  quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+  for row in [header, *rows]:
+    (quoted if any("\r" in str(field) for field in row) else plain).writerow(row)
+  return buffer.getvalue()
 
 
 def write_file_atomically(path: str, chunks: Iterable[bytes]) -> int:

@@ -234,6 +234,9 @@ def _scan_local(folder: str, relative_folder: str,
           name = entry.name
           if name[0] == ".":
             continue
+          if not name.isascii() and not is_utf8(name):
+            _skip_undecodable(entry, prefix + name, problems)
+            continue
           try:
             if name.lower().endswith(IMAGE_EXTENSIONS):
               if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
@@ -256,6 +259,38 @@ def _scan_local(folder: str, relative_folder: str,
           problems.append((relative, f"folder listing stopped: {_one_line(e)}"))
     if files:
       yield files
+
+
+def is_utf8(name: str) -> bool:
+  """Whether a name listed from local disk is valid UTF-8 (Python lists the
+  bytes of one that is not as lone surrogates, which no file exemplar
+  writes can hold: the manifest, the records, the sampling hash)."""
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
+def printable(name: str) -> str:
+  """A name with its undecodable bytes shown as U+FFFD."""
+  return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _skip_undecodable(entry: os.DirEntry, relative: str,
+                      problems: Optional[List[Tuple[str, str]]]) -> None:
+  """Skips an image file or a folder whose name is not valid UTF-8, recording
+  it in `problems` (errors.csv) instead of failing the whole job."""
+  try:
+    is_folder = entry.is_dir(follow_symlinks=False)
+  except OSError:
+    is_folder = False
+  if not is_folder and not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+    return
+  what = "folder" if is_folder else "file"
+  _LOGGER.warning("Skipping %s %s: its name is not valid UTF-8", what, printable(entry.path))
+  if problems is not None:
+    problems.append((printable(relative), f"{what} name is not valid UTF-8"))
 
 
 def _walk_remote(root: str, class_name: str) -> Iterator[str]:

@@ -18,10 +18,8 @@ transforms/commit.py moves the whole dataset into place and writes _SUCCESS.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -86,11 +84,7 @@ def class_names_text(class_names: Sequence[str]) -> str:
 
 
 def to_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(columns)
-  writer.writerows(rows)
-  return buffer.getvalue()
+  return fileio.csv_text(columns, rows)
 
 
 def build_summary(class_names: Sequence[str], stats: Mapping[str, ClassStats],
