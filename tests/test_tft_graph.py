@@ -111,3 +111,26 @@ def test_transform_output_knows_the_raw_feature_spec(rgba_run):
   assert transform.raw_feature_spec() == {
       "image_bytes": tf.io.FixedLenFeature([], tf.string),
       "class_name": tf.io.FixedLenFeature([], tf.string)}
+
+
+def test_direct_graph_writes_what_analyze_dataset_writes(tmp_path):
+  """build_transform_graph_direct (the run's path) against TFT's own
+  AnalyzeDataset pipeline: the same files, the same schemas. (saved_model.pb
+  and fingerprint.pb name traced functions with a process-wide counter.)"""
+  from exemplar.transforms import tft_graph
+  from exemplar.transforms.decoding import ImageSettings
+  settings = ImageSettings(height=12, width=10, interpolation="bicubic")
+
+  def files(folder):
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(folder) for n in names}
+
+  tft_graph.build_transform_graph([], ["a", "b"], settings, str(tmp_path / "beam"),
+                                  str(tmp_path / "s1"))
+  tft_graph.build_transform_graph_direct(["a", "b"], settings, str(tmp_path / "direct"),
+                                         str(tmp_path / "s2"))
+  beam, direct = files(str(tmp_path / "beam")), files(str(tmp_path / "direct"))
+  assert sorted(beam) == sorted(direct)
+  for name in beam:
+    if not name.endswith(("saved_model.pb", "fingerprint.pb")):
+      assert beam[name] == direct[name], name

