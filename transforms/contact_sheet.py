@@ -42,6 +42,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from exemplar.transforms import png_encoder
 from exemplar.transforms.fileio import write_file_atomically
 from exemplar.transforms.names import SHEET_FILE
 
@@ -423,10 +424,9 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
       y0 = header_height + p.row * (cell_height + _GAP)
       _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
                  name_font, small_font, line(name_font), show_rank, show_split)
-    buffer = io.BytesIO()
-    # zlib level 1: pages save ~2x faster than at 6; the pixels are the same.
-    sheet.save(buffer, format="PNG", optimize=False, compress_level=1)
-    pages.append(buffer.getvalue())
+    # exemplar's PNG encoder (ISA-L): ~5x faster than Pillow's zlib level 1
+    # on a page, and it releases the GIL; the pixels are the same.
+    pages.append(png_encoder.encode_png(np.asarray(sheet)))
   return pages
 
 
