@@ -153,7 +153,10 @@ def _fit(image, box: int):
       return image
     return image.resize((width * factor, height * factor), Image.NEAREST)
   size = (max(1, round(width * scale)), max(1, round(height * scale)))
-  return image.resize(size, Image.LANCZOS, reducing_gap=3.0)
+  # BOX (area average) is the right filter for shrinking and ~4x cheaper
+  # than LANCZOS (0.3 vs 1.1 ms for 256 -> 128): a k=1 run makes a
+  # thumbnail of every pick on its decoding threads.
+  return image.resize(size, Image.BOX)
 
 
 def thumbnail(image: ImageLike, box: int = DEFAULT_CELL_SIZE):
