@@ -175,6 +175,36 @@ def test_failure_after_success_marker_is_not_a_failed_commit(tmp_path, monkeypat
   assert commit.committed_run(out) == "run-1"
 
 
+@pytest.mark.slow
+def test_a_job_that_fails_after_its_commit_exits_0_with_a_warning(
+    tmp_path, tree, monkeypatch, caplog, capsys):
+  """The CLI: the job fails right after its commit wrote _SUCCESS (here the
+  commit step raises once it has committed). The dataset is complete, so the
+  run exits 0 with one warning line, no error, and the dataset reads back."""
+  import logging
+  from exemplar.transforms import commit
+  committed = commit.commit
+
+  def commit_then_fail(*args, **kwargs):
+    committed(*args, **kwargs)
+    raise RuntimeError("the worker died after the commit")
+  monkeypatch.setattr(commit, "commit", commit_then_fail)
+  out = str(tmp_path / "out")
+  with caplog.at_level(logging.WARNING):
+    assert run_main(["--input_dir", tree, "--output_dir", out] + SMALL) == 0
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and r.getMessage().startswith("The dataset is complete, but the job then failed")]
+  assert len(warnings) == 1 and "the worker died after the commit" in warnings[0], caplog.text
+  captured = capsys.readouterr()
+  assert "error" not in captured.err, captured.err
+  assert "wrote 3 images in 2 shard(s)" in captured.out
+  monkeypatch.undo()
+  from exemplar import inspect_cli
+  assert inspect_cli.main([out, "--verify"]) == 0
+  assert len(records(out)) == 3
+  assert not os.path.exists(os.path.join(out, ".exemplar-lock"))
+
+
 # --- 3. one writer at a time ---------------------------------------------------
 
 
@@ -234,23 +264,61 @@ def test_lock_left_by_a_killed_run_is_taken_over(tmp_path):
   taken.release()
 
 
+# One `exemplar` run as its own process, started behind a barrier: it
+# imports everything, prints "ready", waits for the go file, then runs the
+# CLI. Its lock is held a second longer than the run would (claim_output
+# sleeps after taking it), so runs released together always overlap.
+_RUN_AFTER_GO = """
+import os, sys, time
+from exemplar.main import main
+from exemplar.transforms import commit
+claim = commit.claim_output
+def claim_and_hold(*args, **kwargs):
+  lock = claim(*args, **kwargs)
+  time.sleep(1.0)
+  return lock
+commit.claim_output = claim_and_hold
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+  time.sleep(0.005)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 @pytest.mark.slow
 def test_runs_started_together_leave_a_complete_dataset(tmp_path, tree):
-  """Three CLI runs into one folder at once, twice: each either finishes or
-  is refused naming the holder; the folder ends finished and complete."""
+  """Three CLI runs into one folder released together, twice: exactly one
+  writes (exit 0); the others are refused (exit 2) with one line naming it
+  (its host and pid); the folder ends finished and complete. Without the
+  lock all three would write."""
+  import socket
   out = str(tmp_path / "out")
-  exemplar = os.path.join(os.path.dirname(sys.executable), "exemplar")
   for round_ in range(2):
-    argv = [exemplar, "--input_dir", tree, "--output_dir", out, "--overwrite",
+    go = str(tmp_path / f"go-{round_}")
+    argv = ["--input_dir", tree, "--output_dir", out, "--overwrite",
             "--samples_per_class", "all"] + SMALL
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    assert codes[0] == 0 and set(codes) <= {0, 2}, results
-    for code, err in results:
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN_AFTER_GO, go] + argv,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    try:
+      for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+      open(go, "w").close()
+      results = [(p.pid, p.wait(timeout=300), p.stderr.read()) for p in procs]
+    finally:
+      for proc in procs:
+        if proc.poll() is None:
+          proc.kill()
+          proc.wait(timeout=30)
+    codes = sorted(code for _, code, _ in results)
+    assert codes == [0, 2, 2], results
+    winner = next(pid for pid, code, _ in results if code == 0)
+    for _, code, err in results:
       if code == 2:
-        assert "being written by another exemplar run (host " in err, err
+        errors = [line for line in err.splitlines() if line.startswith("exemplar: ")]
+        assert len(errors) == 1, err
+        assert (f"is being written by another exemplar run (host {socket.gethostname()}, "
+                f"pid {winner}, started ") in errors[0], err
     from exemplar import inspect_cli
     assert inspect_cli.main([out, "--verify"]) == 0
     assert len(records(out)) == 7

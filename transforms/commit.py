@@ -182,8 +182,9 @@ def claim_output(output_dir: str, overwrite: bool,
                  resume_key: Optional[str] = None) -> OutputLock:
   """Before a run: lock the folder, check it, clean up after a killed run.
 
-  Returns the held lock (release it when the run has ended). Raises
-  OutputLocked when another run holds the folder, and OutputError (one-line
+  Returns the held lock (release it when the run has ended); `overwrite`
+  also lets it take over a gs:// lock of another host (transforms/lock.py).
+  Raises OutputLocked when another run holds the folder, and OutputError (one-line
   reason) when it holds a finished dataset and not `overwrite`, holds files
   of the user's under names the run writes, or cannot be written. Nothing of
   a finished dataset is touched here (only at commit time).
@@ -195,7 +196,7 @@ def claim_output(output_dir: str, overwrite: bool,
   """
   _make_folder(output_dir)
   try:
-    lock = OutputLock(output_dir)
+    lock = OutputLock(output_dir, overwrite=overwrite)
     lock.acquire()
   except OutputLocked:
     raise

@@ -117,10 +117,11 @@ def is_whole_path(path: str) -> bool:
 def list_class_folders(root: str) -> List[str]:
   """The sorted, visible first-level folder names of `root`.
 
-  On local disk a folder holding an exemplar output (its files record, lock
-  or staging folder) is not a class: a dataset written into the input tree
-  must not come back as training images. (A run refuses an output folder
-  inside its input; this covers one made otherwise, e.g. moved there.)
+  A folder holding an exemplar output (its files record, lock or staging
+  folder: `is_exemplar_output`) is not a class, on local disk and on object
+  stores alike: a dataset written into the input tree must not come back as
+  training images. (A run refuses an output folder inside its input; this
+  covers one made otherwise, e.g. moved or copied there.)
   Raises InputRootError if `root` does not exist or holds no class folders.
   """
   root = normalize_root(root)
@@ -141,10 +142,54 @@ def list_class_folders(root: str) -> List[str]:
   return sorted(names)
 
 
+# What marks a folder as an exemplar output: its files record, its lock, its
+# staging folder (the last two while, or after, a run writes it).
+OUTPUT_MARKERS = (FILES_RECORD, STAGING_DIR, LOCK_FILE)
+
+
 def is_exemplar_output(folder: str) -> bool:
   """Whether a local folder holds an exemplar output (by its marker files)."""
-  return any(os.path.lexists(os.path.join(folder, marker))
-             for marker in (FILES_RECORD, STAGING_DIR, LOCK_FILE))
+  return any(os.path.lexists(os.path.join(folder, marker)) for marker in OUTPUT_MARKERS)
+
+
+def is_output_marker(relative: str) -> bool:
+  """Whether an object's path below a folder ('exemplar_files.json',
+  '.exemplar-staging/run/x.png') is one of the `OUTPUT_MARKERS`."""
+  return (relative in (FILES_RECORD, LOCK_FILE)
+          or relative.startswith(STAGING_DIR + "/"))
+
+
+# Class folders checked for markers at once on gs:// (two small requests each).
+GCS_MARKER_THREADS = 16
+
+
+def _gcs_output_folders(client, bucket: str, blob_prefix: str,
+                        names: Sequence[str]) -> set:
+  """Those of the first-level folders `names` below `blob_prefix` that hold
+  an exemplar output. The delimited listing sees only the folders' names, so
+  each folder is asked directly, by two listings of a few names each (run in
+  parallel): its '.exemplar-' names, delimited (the lock, the staging
+  folder), and the first name from `exemplar_files.json` on."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  def is_output(name: str) -> bool:
+    folder = blob_prefix + name + "/"
+    hidden = client.list_blobs(bucket, prefix=folder + ".exemplar-", delimiter="/",
+                               fields="items(name),prefixes,nextPageToken")
+    for page in hidden.pages:
+      if any(is_output_marker(blob.name[len(folder):]) for blob in page):
+        return True
+      if any(is_output_marker(p[len(folder):]) for p in page.prefixes):
+        return True
+    # The record's own name sorts first among the names it starts.
+    record = client.list_blobs(bucket, prefix=folder + FILES_RECORD, max_results=1,
+                               fields="items(name)")
+    return any(blob.name == folder + FILES_RECORD for blob in record)
+
+  if not names:
+    return set()
+  with ThreadPoolExecutor(min(GCS_MARKER_THREADS, len(names))) as pool:
+    return {name for name, found in zip(names, pool.map(is_output, names)) if found}
 
 
 def _remote_class_folders(root: str) -> List[str]:
@@ -152,11 +197,15 @@ def _remote_class_folders(root: str) -> List[str]:
 
   Object stores have no folders, only key prefixes. On gs:// one delimited
   listing returns just the first-level prefixes (one request per 1000
-  classes, not one per 1000 files of the whole tree). Other stores list
-  every object through FileSystems.match and take the first path component.
+  classes, not one per 1000 files of the whole tree); it does not see the
+  folders' objects, so the folders are then checked for an exemplar
+  output's marker objects (`_gcs_output_folders`). Other stores list every
+  object through FileSystems.match and take the first path component; that
+  listing sees the markers too, at no extra request.
   """
   prefix = root.rstrip("/") + "/"
   names = set()
+  outputs = set()
   try:
     if FileSystems.get_scheme(prefix) == "gs":
       client, bucket, blob_prefix = _gcs_location(root)
@@ -165,14 +214,22 @@ def _remote_class_folders(root: str) -> List[str]:
           fields="prefixes,nextPageToken")
       for page in blobs.pages:
         names.update(p[len(blob_prefix):].rstrip("/") for p in page.prefixes)
+      names = {n for n in names if n and not is_skipped_folder(n)}
+      outputs = _gcs_output_folders(client, bucket, blob_prefix, sorted(names))
     else:
       for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
         relative = metadata.path[len(prefix):]
         if "/" in relative:
-          names.add(relative.split("/", 1)[0])
+          name, below = relative.split("/", 1)
+          names.add(name)
+          if is_output_marker(below):
+            outputs.add(name)
   except Exception as e:  # noqa: BLE001 - any store's refusal, in one line
     raise InputRootError(f"{root!r} cannot be listed: {e}") from e
-  return sorted(n for n in names if n and not is_skipped_folder(n))
+  for name in sorted(outputs):
+    _LOGGER.info("Not a class: %s holds an exemplar output", prefix + name)
+  return sorted(n for n in names
+                if n and not is_skipped_folder(n) and n not in outputs)
 
 
 def walk_class_folder(root: str, class_name: str,

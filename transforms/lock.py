@@ -11,7 +11,13 @@ overlaps the previous one) never interleave: the second is refused with
   * gs://: an object created with the precondition "only if absent"
     (`ifGenerationMatch=0`) and deleted by its generation. A lock whose holder
     ran on this host and whose process is gone, or that is older than
-    `STALE_AFTER_SECONDS`, was left by a killed run and is taken over.
+    `STALE_AFTER_SECONDS`, was left by a killed run and is taken over; with
+    `overwrite` (the CLI's --overwrite) so is any other lock, except one whose
+    holder is a live process on this host. A take-over replaces the lock
+    object only if it is still the generation that was read, so of several
+    runs taking over one lock exactly one wins; the others are refused,
+    naming it. A run whose lock was taken over cannot commit (its commit
+    finds the lock no longer names it and is refused).
   * Other Beam file systems: no atomic create is known, so the lock is a plain
     file, checked then written (a warning says so).
 """
@@ -96,11 +102,25 @@ class Holder:
       return False
     return False
 
+  def is_alive_here(self) -> bool:
+    """True when the holder ran on this host and its process still runs."""
+    if self.host != socket.gethostname() or self.pid <= 0:
+      return False
+    try:
+      os.kill(self.pid, 0)
+    except ProcessLookupError:
+      return False
+    except PermissionError:
+      return True
+    return True
+
   def age_seconds(self) -> Optional[float]:
     try:
       started = datetime.datetime.fromisoformat(self.started)
     except ValueError:
       return None
+    if started.tzinfo is None:  # written without an offset: taken as UTC
+      started = started.replace(tzinfo=datetime.timezone.utc)
     return (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
 
 
@@ -113,8 +133,12 @@ class OutputLock:
   `acquire` raises OutputLocked when another live run holds it.
   """
 
-  def __init__(self, output_dir: str):
+  def __init__(self, output_dir: str, overwrite: bool = False):
     self.output_dir = output_dir
+    # gs:// (and other stores): take over a lock of another host or a dead
+    # process even when it is fresh (the CLI's --overwrite). On local disk the
+    # kernel's flock says whether its holder lives; nothing to override.
+    self.overwrite = overwrite
     self.path = FileSystems.join(output_dir, LOCK_FILE)
     self.holder = Holder.this_process()
     self._fd: Optional[int] = None
@@ -206,6 +230,7 @@ class OutputLock:
     from google.api_core import exceptions
     client, bucket_name, name = fileio.gcs_client_and_name(self.path)
     bucket = client.bucket(bucket_name)
+    overwrite = self.overwrite
     for _ in range(5):
       blob = bucket.blob(name)
       try:
@@ -222,15 +247,24 @@ class OutputLock:
             if_generation_match=existing.generation))
       except (exceptions.NotFound, exceptions.PreconditionFailed):
         continue
-      age = holder.age_seconds()
-      if not (holder.is_gone() or (age is not None and age > STALE_AFTER_SECONDS)):
+      reason = _takeover_reason(holder, overwrite)
+      if reason is None:
         raise OutputLocked(self.output_dir, holder)
-      _LOGGER.info("Taking over the lock of %s left by a run that ended without "
-                   "releasing it (%s)", self.output_dir, holder.describe())
+      # Replaced only if still the lock read above: of several runs taking
+      # over this lock, exactly one wins.
+      blob = bucket.blob(name)
       try:
-        existing.delete(if_generation_match=existing.generation)
+        blob.upload_from_string(self.holder.to_bytes(),
+                                if_generation_match=existing.generation)
       except (exceptions.NotFound, exceptions.PreconditionFailed):
-        pass  # someone else took it over first; try again
+        # Released, or taken by another run meanwhile: --overwrite was about
+        # the lock this run found, not the winner's; look again, without it.
+        overwrite = False
+        continue
+      self._generation = blob.generation
+      _LOGGER.warning("Took over the lock of %s from %s (%s)", self.output_dir,
+                      holder.describe(), reason)
+      return
     raise OutputLocked(self.output_dir, Holder("unknown host", 0, "unknown time", ""))
 
   # --- other file systems ---------------------------------------------------
@@ -241,10 +275,27 @@ class OutputLock:
     if fileio.exists(self.path):
       with FileSystems.open(self.path) as f:
         holder = Holder.parse(f.read())
-      if not holder.is_gone():
+      reason = _takeover_reason(holder, self.overwrite)
+      if reason is None:
         raise OutputLocked(self.output_dir, holder)
+      _LOGGER.warning("Took over the lock of %s from %s (%s)", self.output_dir,
+                      holder.describe(), reason)
     with FileSystems.create(self.path) as f:
       f.write(self.holder.to_bytes())
+
+
+def _takeover_reason(holder: Holder, overwrite: bool) -> Optional[str]:
+  """Why a lock held by `holder` (on a store without flock) may be taken
+  over, or None when it may not: its holder is gone, it is stale, or
+  `overwrite` was asked for and its holder is not a live process here."""
+  if holder.is_gone():
+    return "its process has ended"
+  age = holder.age_seconds()
+  if age is not None and age > STALE_AFTER_SECONDS:
+    return f"older than {STALE_AFTER_SECONDS // 3600} hours"
+  if overwrite and not holder.is_alive_here():
+    return "--overwrite"
+  return None
 
 
 def _names_open_file(path: str, fd: int) -> bool:
