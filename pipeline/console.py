@@ -7,8 +7,8 @@ The CLI (never the library) calls `quiet()` unless --verbose: it keeps out
     (I0000/W0000/E0000 ...) printed while the job runs;
   * libjpeg's own messages for a broken JPEG ("Corrupt JPEG data: ...",
     "Improper call to JPEG library in state 201"): the file is in errors.csv;
-  * TFT's "You are passing instance dicts" warning, tf.function retracing
-    warnings, Dask's INFO lines and Beam's partition-size notes.
+  * tf.function retracing warnings, Dask's INFO lines and Beam's
+    partition-size notes.
 These C-level lines are written straight to file descriptor 2, so fd 2 is
 pointed at a pipe whose reader thread passes every other line on to the real
 stderr, unchanged. Beam's "Created job with id" line on Dataflow is kept.
@@ -36,7 +36,6 @@ _DROPPED_LINE = re.compile(
 
 # Python log records dropped (their message starts with one of these).
 _DROPPED_RECORDS = (
-    "You are passing instance dicts and DatasetMetadata to TFT",
     "The new default partition size is",
 )
 _DROPPED_FRAGMENTS = ("triggered tf.function retracing",)

@@ -209,6 +209,18 @@ def load_dataset(output_dir: str, *, split: Optional[str] = None,
   ValueError for bad arguments (as Keras does) and for a subset with no
   records, exemplar.dataset_files.DatasetError when summary.json and
   manifest.csv disagree.
+
+  Example:
+    # /tmp/flowers_pick: a dataset exemplar finished (exemplar.SampleImageFolder's
+    # example writes it: 2 images of each of daisy, roses, tulips, 128 x 128).
+    import exemplar
+
+    ds = exemplar.load_dataset("/tmp/flowers_pick", batch_size=4, seed=1)
+    # Found 6 files belonging to 3 classes.
+    print(ds.class_names)  # ['daisy', 'roses', 'tulips']
+    for images, labels in ds.take(1):
+      print(images.shape, images.dtype, labels.numpy())
+      # (4, 128, 128, 3) <dtype: 'float32'> [1 2 1 2]
   """
   import tensorflow as tf
 

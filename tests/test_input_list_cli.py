@@ -61,52 +61,55 @@ def tree(tmp_path_factory) -> Tuple[str, List[str]]:
   return root, make_tree(root, {"ant": 3, "bee": 3, "cat": 3}, seed=3, size=(12, 10))
 
 
-# --- one writer per format: (tree root, relative paths, a folder of its own) -> list file
+# --- one list file per format: (tree root, relative paths, a folder of its own)
+# -> (list file's path, its text). Roots and folders are local paths or gs://
+# URIs (os.path joins '/'-separated paths, and relpath of two URIs in one
+# bucket is their relative path), so the local and the emulator tests share them.
 
 
-def plain_csv_with_header(root, relative, folder) -> str:
+def plain_csv_with_header(root, relative, folder) -> Tuple[str, str]:
   # Beside the class folders, relative paths; extra columns are ignored.
-  return write_text(os.path.join(root, "list.csv"), csv_text(
+  return os.path.join(root, "list.csv"), csv_text(
       [["path", "label", "notes"]]
-      + [[rel, LABELS[rel.split("/")[0]], "x"] for rel in relative]))
+      + [[rel, LABELS[rel.split("/")[0]], "x"] for rel in relative])
 
 
-def plain_csv_without_header(root, relative, folder) -> str:
+def plain_csv_without_header(root, relative, folder) -> Tuple[str, str]:
   # In a folder of its own: paths relative to it, through '..'.
   up = os.path.relpath(root, folder)
-  return write_text(os.path.join(folder, "lists", "list.csv"), csv_text(
-      [[f"../{up}/{rel}", LABELS[rel.split("/")[0]]] for rel in relative]))
+  return os.path.join(folder, "lists", "list.csv"), csv_text(
+      [[f"../{up}/{rel}", LABELS[rel.split("/")[0]]] for rel in relative])
 
 
-def vertex_csv_with_ml_use(root, relative, folder) -> str:
+def vertex_csv_with_ml_use(root, relative, folder) -> Tuple[str, str]:
   uses = ["training", "VALIDATION", "test", "unassigned", "TRAIN", ""]
-  return write_text(os.path.join(folder, "vertex.csv"), csv_text(
+  return os.path.join(folder, "vertex.csv"), csv_text(
       [[uses[i % len(uses)], os.path.join(root, rel), LABELS[rel.split("/")[0]]]
-       for i, rel in enumerate(relative)]))
+       for i, rel in enumerate(relative)])
 
 
-def vertex_csv_without_ml_use(root, relative, folder) -> str:
-  return write_text(os.path.join(folder, "vertex.csv"), csv_text(
-      [[os.path.join(root, rel), LABELS[rel.split("/")[0]]] for rel in relative]))
+def vertex_csv_without_ml_use(root, relative, folder) -> Tuple[str, str]:
+  return os.path.join(folder, "vertex.csv"), csv_text(
+      [[os.path.join(root, rel), LABELS[rel.split("/")[0]]] for rel in relative])
 
 
-def plain_jsonl(root, relative, folder) -> str:
-  return write_text(os.path.join(root, "list.jsonl"), "".join(
+def plain_jsonl(root, relative, folder) -> Tuple[str, str]:
+  return os.path.join(root, "list.jsonl"), "".join(
       json.dumps({"path": rel, "label": LABELS[rel.split("/")[0]]}) + "\n"
-      for rel in relative))
+      for rel in relative)
 
 
-def vertex_jsonl(root, relative, folder) -> str:
+def vertex_jsonl(root, relative, folder) -> Tuple[str, str]:
   uses = ["training", "validation", "test"]
-  return write_text(os.path.join(folder, "import.jsonl"), "".join(
+  return os.path.join(folder, "import.jsonl"), "".join(
       json.dumps({"imageGcsUri": os.path.join(root, rel),
                   "classificationAnnotation": {"displayName": LABELS[rel.split("/")[0]]},
                   "dataItemResourceLabels": {
                       "aiplatform.googleapis.com/ml_use": uses[i % 3]}}) + "\n"
-      for i, rel in enumerate(relative)))
+      for i, rel in enumerate(relative))
 
 
-FORMATS: Dict[str, Callable] = {
+FORMATS: Dict[str, Callable[..., Tuple[str, str]]] = {
     "csv-header": plain_csv_with_header,
     "csv-no-header": plain_csv_without_header,
     "vertex-csv-ml-use": vertex_csv_with_ml_use,
@@ -114,6 +117,20 @@ FORMATS: Dict[str, Callable] = {
     "jsonl": plain_jsonl,
     "vertex-jsonl": vertex_jsonl,
 }
+
+
+def write_list(path_and_text: Tuple[str, str]) -> str:
+  """Writes a list file on local disk; returns its path."""
+  return write_text(*path_and_text)
+
+
+def expected_relative_path(source: str, list_path: str) -> str:
+  """manifest's relative_path: to the list file's folder when the image is
+  below it, else the source path whole."""
+  folder = list_path.rsplit("/", 1)[0]
+  if source.startswith(folder + "/"):
+    return source[len(folder) + 1:]
+  return source
 
 
 def check_dataset(out: str, label_of: Dict[str, str], class_names: List[str], k: int,
@@ -165,19 +182,15 @@ def check_dataset(out: str, label_of: Dict[str, str], class_names: List[str], k:
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_each_list_format_gives_k_labelled_images_per_class(name, tree, tmp_path):
   root, relative = tree
-  list_path = FORMATS[name](root, relative, str(tmp_path))
+  list_path = write_list(FORMATS[name](root, relative, str(tmp_path)))
   out = str(tmp_path / "out")
   assert run_cli(["--input_list", list_path, "--output_dir", out,
                   "--samples_per_class", "2", "--seed", "1", *SIZE]) == 0
   label_of = {os.path.join(root, rel): LABELS[rel.split("/")[0]] for rel in relative}
   manifest = check_dataset(out, label_of, SORTED_LABELS, k=2)
   # Relative paths: to the list file's folder when the image is below it.
-  folder = os.path.dirname(list_path)
   for row in manifest:
-    if row["source_path"].startswith(folder + os.sep):
-      assert row["relative_path"] == os.path.relpath(row["source_path"], folder)
-    else:
-      assert row["relative_path"] == row["source_path"]
+    assert row["relative_path"] == expected_relative_path(row["source_path"], list_path)
   assert read_csv(os.path.join(out, "errors.csv")) == []
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert [c["files_seen"] for c in summary["per_class"]] == [3, 3, 3]
@@ -288,7 +301,7 @@ def test_bad_rows_are_recorded_with_line_numbers_and_the_run_goes_on(tree, tmp_p
 
 def test_input_dir_with_input_list_is_one_line_exit_2(tree, tmp_path, capsys):
   root, relative = tree
-  list_path = plain_jsonl(root, relative, str(tmp_path))
+  list_path = write_list(plain_jsonl(root, relative, str(tmp_path)))
   out = tmp_path / "out"
   code = run_cli(["--input_dir", root, "--input_list", list_path, "--output_dir", str(out)])
   err = capsys.readouterr().err
@@ -339,7 +352,7 @@ def test_a_list_file_that_cannot_be_read_is_one_line_exit_2(name, text, needle, 
 
 def test_class_names_restrict_and_order_the_lists_labels(tree, tmp_path, capsys):
   root, relative = tree
-  list_path = plain_csv_with_header(root, relative, str(tmp_path))
+  list_path = write_list(plain_csv_with_header(root, relative, str(tmp_path)))
   label_of = {os.path.join(root, rel): LABELS[rel.split("/")[0]] for rel in relative}
   out = str(tmp_path / "out")
   assert run_cli(["--input_list", list_path, "--output_dir", out, "--samples_per_class",
@@ -402,3 +415,53 @@ def test_a_list_file_on_gcs_with_relative_paths_to_gcs_output(gcs, tree):  # noq
                           "not used"),
   ]
   assert all(e["source_path"] == list_path for e in errors)
+
+
+@pytest.fixture(scope="module")
+def gcs_tree(gcs, tree) -> Tuple[str, List[str]]:  # noqa: F811
+  """The 3 x 3 tree at gs://exemplar-in/listformats/images."""
+  root, relative = tree
+  upload_tree(gcs.client(), root, IN_BUCKET, "listformats/images/")
+  return f"gs://{IN_BUCKET}/listformats/images", relative
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_list_format_on_gcs_gives_k_labelled_images_per_class(name, gcs,  # noqa: F811
+                                                                   gcs_tree):
+  """The same list files as test_each_list_format_..., every path and the
+  list file on the emulator, the dataset written there too."""
+  root, relative = gcs_tree
+  list_path, text = FORMATS[name](root, relative, f"gs://{IN_BUCKET}/listformats/{name}")
+  bucket, key = list_path[len("gs://"):].split("/", 1)
+  assert bucket == IN_BUCKET
+  gcs.client().bucket(bucket).blob(key).upload_from_string(text.encode())
+  out = f"gs://{OUT_BUCKET}/listformats/{name}"
+  assert run_cli(["--input_list", list_path, "--output_dir", out,
+                  "--samples_per_class", "2", "--seed", "1", *SIZE]) == 0
+
+  label_of = {f"{root}/{rel}": LABELS[rel.split("/")[0]] for rel in relative}
+  assert read_gcs(out + "/_SUCCESS") is not None
+  assert read_gcs(out + "/class_names.txt").decode() == "".join(
+      n + "\n" for n in SORTED_LABELS)
+  manifest = manifest_rows(read_gcs(out + "/manifest.csv"))
+  assert collections.Counter(r["class_name"] for r in manifest) == {
+      label: 2 for label in SORTED_LABELS}
+  assert len({r["source_path"] for r in manifest}) == len(manifest) == 6
+  for row in manifest:
+    assert label_of[row["source_path"]] == row["class_name"], row
+    assert int(row["label"]) == SORTED_LABELS.index(row["class_name"])
+    assert row["relative_path"] == expected_relative_path(row["source_path"], list_path)
+  summary = json.loads(read_gcs(out + "/summary.json"))
+  assert summary["num_examples"] == 6 and summary["num_failed"] == 0
+  assert [c["files_seen"] for c in summary["per_class"]] == [3, 3, 3]
+  assert summary["classes_short"] == []
+  assert manifest_rows(read_gcs(out + "/errors.csv")) == []
+  by_source = {row["source_path"]: row for row in manifest}
+  records = [example for shard in summary["shards"]
+             for example in examples(read_gcs(f"{out}/{shard['file']}"))]
+  assert len(records) == 6
+  for record in records:
+    source = record["image/filename"][0].decode()
+    assert record["image/class_name"] == [label_of[source].encode()]
+    assert record["label"] == [SORTED_LABELS.index(label_of[source])]
+    assert record["image/relative_path"] == [by_source[source]["relative_path"].encode()]

@@ -709,15 +709,18 @@ class ReadImageList(beam.PTransform):
 
   Example:
     import apache_beam as beam
-    from exemplar.transforms.list_file import ReadImageList
+    import exemplar
 
     with open("/tmp/flowers.csv", "w") as f:
-      f.write("path,label\\ndaisy/1.jpg,daisy\\nroses/2.png,roses\\n")
+      f.write("path,label\\ndaisy/1.jpg,daisy\\nroses/2.png,roses\\nnotes.txt,x\\n")
     with beam.Pipeline() as p:
-      listed = p | ReadImageList("/tmp/flowers.csv")
-      listed.images | beam.Map(print)  # or listed["images"]
+      listed = p | exemplar.ReadImageList("/tmp/flowers.csv")
+      _ = listed.images | "Images" >> beam.Map(print)  # or listed["images"]
       # ListedImage(class_name='daisy', path='/tmp/daisy/1.jpg',
       #             relative_path='daisy/1.jpg', ml_use=None), ...
+      _ = listed.failures | "Failures" >> beam.Map(print)
+      # DecodeFailure(class_name='x', relative_path='notes.txt', ...,
+      #               reason="line 4: skipped: not an image name ...")
   """
 
   def __init__(self, list_path: str, format: Optional[str] = None,  # noqa: A002

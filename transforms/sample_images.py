@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 
 from exemplar.transforms import listing, progress, sampling, splits
+from exemplar.transforms.list_file import ListedImage
 from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
@@ -178,8 +179,11 @@ class ListAndSampleClassFn(beam.DoFn):
 
   def __init__(self, input_dir: str, seed: int, capacity: int,
                remote: listing.RemoteListing = listing.RemoteListing(),
-               num_classes: Optional[int] = None):
+               num_classes: Optional[int] = None,
+               run_progress: Optional[progress.Progress] = None):
     self._num_classes = num_classes
+    # This run's progress totals (a new run's own when not given).
+    self._progress = run_progress or progress.Progress()
     self._input_dir = input_dir
     self._seed = seed
     self._capacity = capacity
@@ -199,9 +203,9 @@ class ListAndSampleClassFn(beam.DoFn):
     self._ranges.inc(len(listed.rest))
     self._msec.inc(int((time.monotonic() - started) * 1000))
     if self._num_classes is not None:
-      progress.set_total("classes listed", self._num_classes)
-    progress.tick("files listed", sample.seen)
-    progress.tick("classes listed")
+      self._progress.set_total("classes listed", self._num_classes)
+    self._progress.tick("files listed", sample.seen)
+    self._progress.tick("classes listed")
     yield class_name, sample
     for key_range in listed.rest:
       yield beam.pvalue.TaggedOutput(RANGES_TAG, key_range)
@@ -213,7 +217,9 @@ class ListAndSampleRangeFn(beam.DoFn):
   """KeyRange -> (class, PartialSample): one key range of a large gs:// class
   folder, listed and sampled where it is listed."""
 
-  def __init__(self, input_dir: str, seed: int, capacity: int):
+  def __init__(self, input_dir: str, seed: int, capacity: int,
+               run_progress: Optional[progress.Progress] = None):
+    self._progress = run_progress or progress.Progress()
     self._input_dir = input_dir
     self._seed = seed
     self._capacity = capacity
@@ -228,7 +234,7 @@ class ListAndSampleRangeFn(beam.DoFn):
         self._seed, self._capacity)
     self._files.inc(sample.seen)
     self._msec.inc(int((time.monotonic() - started) * 1000))
-    progress.tick("files listed", sample.seen)
+    self._progress.tick("files listed", sample.seen)
     yield key_range[0], sample
 
 
@@ -272,9 +278,14 @@ class SampleImageFolder(beam.PTransform):
       be kept intact by every reader (a line break, edge white space).
 
   Example:
+    # /data/flowers holds a folder per class: daisy/, roses/, tulips/.
+    import apache_beam as beam
+    import exemplar
+
     with beam.Pipeline() as p:
-      (p | exemplar.SampleImageFolder("/data/flowers", samples_per_class=2)
-         | exemplar.WriteDataset("/tmp/flowers_pick", image_size=(128, 128)))
+      _ = (p
+           | exemplar.SampleImageFolder("/data/flowers", samples_per_class=2, seed=7)
+           | exemplar.WriteDataset("/tmp/flowers_pick", image_size=(128, 128)))
   """
 
   def __init__(self, input_dir: str, samples_per_class: Union[int, str] = 1,
@@ -308,6 +319,8 @@ class SampleImageFolder(beam.PTransform):
   def expand(self, pbegin):
     root, plan = self._input_dir, self._plan
     capacity = plan.capacity
+    # Counted per application: a second run in this process starts from zero.
+    run_progress = progress.Progress()
     listed = (
         pbegin
         | "ClassFolders" >> beam.Create(list(self.class_names))
@@ -315,7 +328,7 @@ class SampleImageFolder(beam.PTransform):
         | "SpreadClassFolders" >> beam.Reshuffle()
         | "ListAndSample" >> beam.ParDo(
             ListAndSampleClassFn(root, self._seed, capacity, self._remote,
-                                 len(self.class_names))
+                                 len(self.class_names), run_progress)
         ).with_outputs(PROBLEMS_TAG, RANGES_TAG, main="samples"))
     # (class, PartialSample): one per listing; (class, (folder, reason));
     # KeyRange: the rest of a large gs:// class
@@ -323,7 +336,7 @@ class SampleImageFolder(beam.PTransform):
         listed[RANGES_TAG]
         | "SpreadKeyRanges" >> beam.Reshuffle()
         | "ListAndSampleRange" >> beam.ParDo(
-            ListAndSampleRangeFn(root, self._seed, capacity)))
+            ListAndSampleRangeFn(root, self._seed, capacity, run_progress)))
     # (class, PartialSample): one per key range
     merged = (
         (listed.samples, ranges)
@@ -366,7 +379,14 @@ def keyed_path(element, root: str) -> Tuple[str, str]:
   return class_name, relative
 
 
-@beam.typehints.with_input_types(beam.typehints.Any)
+# (class_name, path), or ReadImageList's ListedImage (which carries its
+# relative path): a PCollection of another declared type (str, say) is refused
+# by Beam's type check when the pipeline is built. Elements of undeclared
+# type (Any) are checked at run time (keyed_path).
+SAMPLE_IMAGES_INPUT = Union[Tuple[str, str], ListedImage]
+
+
+@beam.typehints.with_input_types(SAMPLE_IMAGES_INPUT)
 @beam.typehints.with_output_types(ClassSample)
 class SampleImages(beam.PTransform):
   """PCollection[(class_name, path)] -> PCollection[ClassSample], one per class.
@@ -378,9 +398,12 @@ class SampleImages(beam.PTransform):
   same files given here with `root` get the same picks. Duplicate
   (class, path) elements count once.
 
-  Elements: `(class_name: str, path: str)` tuples, or objects with
-  `class_name`, `path` and optionally `relative_path` attributes (such as
-  `exemplar.ReadImageList`'s `ListedImage`). Paths are literal.
+  Elements: `(class_name: str, path: str)` tuples, or `exemplar.ListedImage`s
+  (`exemplar.ReadImageList`'s, whose `relative_path` is the key). The input
+  type is declared (`Tuple[str, str]` or `ListedImage`), so a PCollection
+  whose element type Beam knows to be another (str, say, or your own class:
+  map it to `(class_name, path)` first) fails Beam's type check
+  (`TypeCheckError`) when the pipeline is built. Paths are literal.
 
   Args:
     samples_per_class, splits, min_per_class, max_per_class: as
@@ -388,14 +411,21 @@ class SampleImages(beam.PTransform):
     seed, spares: as SampleImageFolder.
     root: the folder paths are keyed relative to ('' : every path whole).
 
-  Raises ValueError at construction for a bad argument, TypeError at run time
-  for an element of another shape.
+  Raises ValueError at construction for a bad argument; TypeCheckError when
+  applied to a PCollection of another element type; TypeError at run time
+  for an element of another shape in a PCollection of undeclared type (Any).
 
   Example:
+    import apache_beam as beam
+    import exemplar
+
     with beam.Pipeline() as p:
-      (p | beam.Create([("cat", "/data/cat/1.jpg"), ("dog", "/data/dog/7.png")])
-         | exemplar.SampleImages(samples_per_class=1, root="/data")
-         | exemplar.WriteDataset("/tmp/pick"))
+      _ = (p
+           | beam.Create([("daisy", "/data/flowers/daisy/1.jpg"),
+                          ("daisy", "/data/flowers/daisy/2.png"),
+                          ("tulips", "/data/flowers/tulips/1.jpg")])
+           | exemplar.SampleImages(samples_per_class=1, root="/data/flowers")
+           | exemplar.WriteDataset("/tmp/flowers_rows", image_size=(64, 64)))
   """
 
   def __init__(self, samples_per_class: Union[int, str] = 1, seed: int = 0,

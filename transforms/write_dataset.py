@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from exemplar.transforms import (commit, contact_sheet, decoding, fileio, listing,
-                                 metadata, report, tft_graph, writing)
+                                 metadata, progress, report, tft_graph, writing)
 from exemplar.transforms.decoding import (COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS,
                                           DecodeFailure, ImageSettings)
 from exemplar.transforms.sampling import ClassSample, sample_splits, sample_targets
@@ -155,10 +155,18 @@ class WriteDataset(beam.PTransform):
   committing into the same folder.
 
   Example:
+    # /data/flowers/labels.csv names images and their labels, one per line:
+    # path,label / daisy/1.jpg,daisy / roses/1.jpg,roses / ...
+    import apache_beam as beam
+    import exemplar
+
     with beam.Pipeline() as p:
-      written = (p | exemplar.SampleImageFolder("/data/flowers")
-                   | exemplar.WriteDataset("/tmp/pick", image_size=(128, 128)))
-      written | beam.Map(lambda d: print(d.num_examples, "images in", d.output_dir))
+      listed = p | exemplar.ReadImageList("/data/flowers/labels.csv")
+      written = (listed.images
+                 | exemplar.SampleImages(samples_per_class=1, root="/data/flowers")
+                 | exemplar.WriteDataset("/tmp/flowers_from_list", image_size=(128, 128),
+                                         failures=listed.failures))  # into errors.csv
+      _ = written | beam.Map(lambda d: print(d.num_examples, "images in", d.output_dir))
   """
 
   def __init__(self, output_dir: str, image_size: Sequence[int] = (256, 256),
@@ -250,7 +258,9 @@ class WriteDataset(beam.PTransform):
         staging, self._num_shards, settings, beam.pvalue.AsSingleton(planned),
         class_names, max_pixels=self._max_pixels,
         exif_transpose=self._exif_transpose, seed=self._seed,
-        sheet_per_class=sheet_per_class, thumbnail_size=cell_size)
+        sheet_per_class=sheet_per_class, thumbnail_size=cell_size,
+        # Counted per application: a second run in this process starts from zero.
+        run_progress=progress.Progress())
     shards = written.shards
     # ShardInfo; DecodeFailure; DecodedImage (the first of each class, thumbnail only)
     failure_inputs = [written[decoding.FAILURES_TAG],

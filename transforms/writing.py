@@ -301,14 +301,17 @@ class AssignShardsFn(beam.DoFn):
   """ClassSample -> ((split, shard_index, num_shards), DecodeTask) per task; a
   class not in the class names is left out."""
 
-  def __init__(self, num_shards: Optional[int], settings: ImageSettings):
+  def __init__(self, num_shards: Optional[int], settings: ImageSettings,
+               run_progress: Optional[progress.Progress] = None):
     self._layout = ShardLayout(num_shards, settings)
+    self._progress = run_progress or progress.Progress()
 
   def process(self, sample: ClassSample, planned, class_names: Sequence[str]):
     labels, layouts = self._layout(planned, class_names)
-    progress.set_total("images decoded", sum(l.num_records for l in layouts.values()))
-    progress.set_total("shards written", sum(min(l.num_shards, l.num_records)
-                                             for l in layouts.values()))
+    self._progress.set_total("images decoded",
+                             sum(l.num_records for l in layouts.values()))
+    self._progress.set_total("shards written", sum(min(l.num_shards, l.num_records)
+                                                   for l in layouts.values()))
     if sample.class_name not in labels:
       return
     for shard, task in sample_tasks(sample, labels[sample.class_name], layouts):
@@ -323,7 +326,9 @@ class DecodeAndWriteShard(beam.DoFn):
   def __init__(self, input_root: str, output_dir: str, settings: ImageSettings,
                max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
                sheet_per_class: int = 0,
-               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE,
+               run_progress: Optional[progress.Progress] = None):
+    self._progress = run_progress or progress.Progress()
     self._root = input_root
     self._output_dir = output_dir
     self._settings = settings
@@ -363,7 +368,7 @@ class DecodeAndWriteShard(beam.DoFn):
     done = shard_records.reuse(self._output_dir, name, key)
     if done is not None:  # written whole by a killed run of the same input
       self._resumed.inc()
-      progress.tick("shards written")
+      self._progress.tick("shards written")
       rows, failures, sheet, num_bytes = done
       rows = [ManifestRow(*row) for row in rows]
       yield from self._outputs(index, name, split, num_bytes, rows, failures, sheet)
@@ -383,11 +388,11 @@ class DecodeAndWriteShard(beam.DoFn):
           self._decode_msec.inc(msec)
           if kind == "failed":
             self._failed.inc()
-            progress.tick("images failed")
+            self._progress.tick("images failed")
             failures.append(value)
             continue
           self._decoded.inc()
-          progress.tick("images decoded")
+          self._progress.tick("images decoded")
           rows.append(manifest_row(value, name))
           if value.rank < self._sheet_per_class:
             # The sheet draws the thumbnail: do not hold the stored image.
@@ -404,7 +409,7 @@ class DecodeAndWriteShard(beam.DoFn):
     self._shards.inc()
     self._examples.inc(len(rows))
     self._msec.inc(int((time.monotonic() - started) * 1000))
-    progress.tick("shards written")
+    self._progress.tick("shards written")
     yield from self._outputs(index, name, split, num_bytes, rows, failures, sheet)
 
   def _outputs(self, index, name, split, num_bytes, rows, failures, sheet) -> Iterator:
@@ -438,12 +443,15 @@ class DecodeAndWriteShards(beam.PTransform):
                settings: ImageSettings, planned_per_class, class_names,
                max_pixels: int = 0, exif_transpose: bool = False, seed: int = 0,
                sheet_per_class: int = 0,
-               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE):
+               thumbnail_size: int = contact_sheet.DEFAULT_CELL_SIZE,
+               run_progress: Optional[progress.Progress] = None):
     super().__init__()
-    self._assign = AssignShardsFn(num_shards, settings)
+    # One run's progress totals for both DoFns (a new run's own when not given).
+    run_progress = run_progress or progress.Progress()
+    self._assign = AssignShardsFn(num_shards, settings, run_progress)
     self._write = DecodeAndWriteShard(
         "", output_dir, settings, max_pixels, exif_transpose, seed,
-        sheet_per_class, thumbnail_size)
+        sheet_per_class, thumbnail_size, run_progress)
     self._planned = planned_per_class
     self._class_names = class_names
 
