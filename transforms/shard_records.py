@@ -3,7 +3,7 @@ killed mid-way and started again reuses every shard already complete.
 
 After a shard is written whole, `.done-<shard>.json` records its key (a hash
 of everything that fixes its bytes: its decode tasks, image settings, seed),
-its size and SHA-256, and what the rest of the job needs from it: its
+its size and CRC-32, and what the rest of the job needs from it: its
 manifest rows, its failures and its contact-sheet thumbnails. A resumed run
 (transforms/commit.py moves a killed run's shards into its staging folder)
 reuses a shard only when the key matches and the file's size and checksum
@@ -14,7 +14,6 @@ hidden files: never committed, removed with the staging folder.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -34,19 +33,36 @@ def record_name(shard_name: str) -> str:
   return f"{SHARD_DONE_PREFIX}{shard_name}.json"
 
 
-def hashed(chunks: Iterable[bytes], checksum) -> Iterator[bytes]:
-  """Passes `chunks` on, adding each to `checksum` (a hashlib object)."""
+class Crc32:
+  """A running CRC-32 of a shard's bytes: tells a shard a killed run wrote
+  whole from one changed since. ISA-L's CRC runs at ~35 GB/s, against
+  ~1.7 GB/s for sha256, which cost `all` runs ~2-4 s of thread time with the
+  GIL contended (1.1 GB of shards for 10,000 images)."""
+
+  def __init__(self):
+    self.value = 0
+
+  def update(self, data) -> None:
+    from isal import isal_zlib
+    self.value = isal_zlib.crc32(data, self.value)
+
+  def hexdigest(self) -> str:
+    return f"{self.value:08x}"
+
+
+def hashed(chunks: Iterable[bytes], checksum: Crc32) -> Iterator[bytes]:
+  """Passes `chunks` on, adding each to `checksum`."""
   for chunk in chunks:
     checksum.update(chunk)
     yield chunk
 
 
-def record(folder: str, shard_name: str, key: str, num_bytes: int, sha256: str,
+def record(folder: str, shard_name: str, key: str, num_bytes: int, crc32: str,
            rows: Sequence[Sequence], failures: Sequence[DecodeFailure],
            sheet: Sequence[DecodedImage]) -> None:
   """Writes the shard's record (after the shard itself is in place)."""
   data = {
-      "key": key, "bytes": num_bytes, "sha256": sha256,
+      "key": key, "bytes": num_bytes, "crc32": crc32,
       "rows": [list(row) for row in rows],
       "failures": [list(failure) for failure in failures],
       "sheet": [dict(image._asdict(), encoded="",
@@ -57,8 +73,8 @@ def record(folder: str, shard_name: str, key: str, num_bytes: int, sha256: str,
                         [json.dumps(data).encode("utf-8", "surrogatepass")])
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
+def _crc32(path: str) -> str:
+  digest = Crc32()
   with FileSystems.open(path) as f:
     while True:
       chunk = f.read(_READ_CHUNK)
@@ -84,7 +100,7 @@ def reuse(folder: str, shard_name: str, key: str
       return None
     if (not FileSystems.exists(shard_path)
         or fileio.size(shard_path) != data["bytes"]
-        or _sha256(shard_path) != data["sha256"]):
+        or _crc32(shard_path) != data.get("crc32")):
       _LOGGER.warning("Not reusing %s: its size or checksum is not the recorded one; "
                       "writing it again", shard_name)
       return None

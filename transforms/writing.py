@@ -399,7 +399,7 @@ class DecodeAndWriteShard(beam.DoFn):
             sheet.append(value._replace(encoded=b""))
           yield serialize_example(value, self._settings)
 
-    checksum = hashlib.sha256()
+    checksum = shard_records.Crc32()
     num_bytes = write_file_atomically(
         FileSystems.join(self._output_dir, name),
         shard_records.hashed(tfrecord_bytes(records()), checksum))
