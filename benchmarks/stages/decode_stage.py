@@ -114,7 +114,8 @@ def run_beam(root: str, limit: int, out_dir: str, beam_args) -> Tuple[int, float
   _ = (
       p
       | "Tasks" >> beam.Create(
-          [((i % num_shards, num_shards), task) for i, task in enumerate(tasks)])
+          # As the pipeline keys them: (split, shard index, shard count).
+          [(("train", i % num_shards, num_shards), task) for i, task in enumerate(tasks)])
       | "GroupByShard" >> beam.GroupByKey()
       | "DecodeAndWriteShard" >> beam.ParDo(
           TimedDecodeAndWriteShard(root, out_dir, SETTINGS)).with_outputs(
