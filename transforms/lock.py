@@ -90,28 +90,26 @@ class Holder:
   def describe(self) -> str:
     return f"host {self.host}, pid {self.pid}, started {self.started}"
 
-  def is_gone(self) -> bool:
-    """True when the holder ran on this host and its process has ended."""
+  def _runs_here(self) -> Optional[bool]:
+    """None when the holder ran on another host (or names no process), else
+    whether its process still runs (a pid we may not signal runs)."""
     if self.host != socket.gethostname() or self.pid <= 0:
-      return False
+      return None
     try:
       os.kill(self.pid, 0)
     except ProcessLookupError:
-      return True
-    except PermissionError:
       return False
-    return False
+    except PermissionError:
+      return True
+    return True
+
+  def is_gone(self) -> bool:
+    """True when the holder ran on this host and its process has ended."""
+    return self._runs_here() is False
 
   def is_alive_here(self) -> bool:
     """True when the holder ran on this host and its process still runs."""
-    if self.host != socket.gethostname() or self.pid <= 0:
-      return False
-    try:
-      os.kill(self.pid, 0)
-    except ProcessLookupError:
-      return False
-    except PermissionError:
-      return True
+    return self._runs_here() is True
     return True
 
   def age_seconds(self) -> Optional[float]:
