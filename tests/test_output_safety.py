@@ -420,9 +420,9 @@ def test_csv_fields_with_a_carriage_return_read_back_exactly():
   exemplar-inspect read manifest.csv, errors.csv with it)."""
   import csv
   import io
-  from exemplar.transforms import changes, metadata
+  from exemplar.transforms import changes, fileio
   rows = [["cat", "cat/c\rd.png", "1"], ["dog", "dog/a\nb.jpg", "2"], ["e", "plain", "3"]]
-  text = metadata.to_csv(["class_name", "relative_path", "n"], rows)
+  text = fileio.csv_text(["class_name", "relative_path", "n"], rows)
   assert list(csv.reader(io.StringIO(text)))[1:] == rows
   text = changes.changes_csv([row + [""] * 6 for row in rows])
   assert [row[:3] for row in csv.reader(io.StringIO(text))][1:] == rows

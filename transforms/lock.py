@@ -110,7 +110,6 @@ class Holder:
   def is_alive_here(self) -> bool:
     """True when the holder ran on this host and its process still runs."""
     return self._runs_here() is True
-    return True
 
   def age_seconds(self) -> Optional[float]:
     try:
@@ -292,7 +291,7 @@ def _takeover_reason(holder: Holder, overwrite: bool) -> Optional[str]:
   if age is not None and age > STALE_AFTER_SECONDS:
     return f"older than {STALE_AFTER_SECONDS // 3600} hours"
   if overwrite and not holder.is_alive_here():
-    return "--overwrite"
+    return "overwrite asked for"
   return None
 
 

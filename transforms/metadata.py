@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -81,10 +81,6 @@ def samples_per_class_of(stats: Mapping[str, ClassStats], config: Dict):
 
 def class_names_text(class_names: Sequence[str]) -> str:
   return "".join(name + "\n" for name in class_names)
-
-
-def to_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
-  return fileio.csv_text(columns, rows)
 
 
 def build_summary(class_names: Sequence[str], stats: Mapping[str, ClassStats],
@@ -333,7 +329,7 @@ class FinalizeDataset(beam.DoFn):
     summary = build_summary(
         self._class_names, stats, rows, failures, shards,
         samples_per_class_of(stats, config), config, package_versions())
-    manifest_text = to_csv(MANIFEST_COLUMNS, rows)
+    manifest_text = fileio.csv_text(MANIFEST_COLUMNS, rows)
     summary["run"] = run_record(self._config.get("run") or {}, dataset_fingerprint(
         manifest_text, class_names_text(self._class_names), summary["shards"]))
     self._write(CLASS_NAMES_FILE, class_names_text(self._class_names))
@@ -342,7 +338,7 @@ class FinalizeDataset(beam.DoFn):
     if compared is not None:
       rows_changed, summary["changes"] = compared
       self._write(CHANGES_FILE, changes.changes_csv(rows_changed))
-    self._write(ERRORS_FILE, to_csv(ERROR_COLUMNS, [
+    self._write(ERRORS_FILE, fileio.csv_text(ERROR_COLUMNS, [
         (f.class_name, f.relative_path, f.source_path, f.reason)
         for f in failures]))
     write_tfds_metadata(

@@ -132,18 +132,3 @@ def show_bars(stream: Optional[TextIO]) -> None:
         bar.close()
       _bars.clear()
     _bar_file[0] = stream
-
-
-# For stages that do not take a Progress yet: one set of totals for the whole
-# process, which carries over from one run to the next. Pass a Progress.
-_PROCESS = Progress("exemplar.progress:process")
-
-
-def set_total(what: str, total: int) -> None:
-  """`Progress.set_total` on the process-wide totals (see above)."""
-  _PROCESS.set_total(what, total)
-
-
-def tick(what: str, count: int = 1) -> None:
-  """`Progress.tick` on the process-wide totals (see above)."""
-  _PROCESS.tick(what, count)

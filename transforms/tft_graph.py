@@ -14,10 +14,13 @@ reverse-lexicographic) would not match Keras's sorted-class ids.
 TFT writes through `tf.io.gfile`, whose GCS client is TensorFlow's own (no
 emulator support, its own credentials), and its Beam stages pass SavedModel
 paths between workers, so its scratch folder must be shared storage. Instead,
-one task builds the whole graph with TFT's own transforms in a small
-in-process pipeline on its worker's local disk, then copies the files to the
-output with Beam's FileSystems: the same code on local disk, gs:// and every
-runner, and nothing of TFT's scratch ever reaches the output.
+one task builds the whole graph on its worker's local disk, then copies the
+files to the output with Beam's FileSystems: the same code on local disk,
+gs:// and every runner, and nothing of TFT's scratch ever reaches the output.
+The `preprocessing_fn` has no analyzers, so the graph does not depend on the
+data: `build_transform_graph_direct` runs TFT's one SavedModel step in
+process; `build_transform_graph` (TFT's AnalyzeDataset in a small in-process
+pipeline) is the reference a test holds it to.
 """
 
 from __future__ import annotations
@@ -153,19 +156,16 @@ def copy_local_tree(local_dir: str, target_dir: str) -> List[str]:
 
 class BuildTransformGraph(beam.DoFn):
   """Trigger -> `transform_dir`, once the graph is written there. The class
-  names (label order) and raw examples come as side inputs."""
+  names (label order) come as a side input."""
 
   def __init__(self, transform_dir: str, settings: ImageSettings):
     self._transform_dir = transform_dir
     self._settings = settings
 
-  def process(self, unused_trigger, raw_examples, class_names):
+  def process(self, unused_trigger, class_names):
     local = tempfile.mkdtemp(prefix="exemplar-tft-")
     try:
       out = os.path.join(local, "out")
-      # The preprocessing_fn has no analyzers, so the examples cannot change
-      # the graph: TFT's single SavedModel step, without a nested pipeline.
-      del raw_examples
       build_transform_graph_direct(list(class_names), self._settings,
                                    out, os.path.join(local, "scratch"))
       copy_local_tree(out, self._transform_dir)
@@ -175,7 +175,7 @@ class BuildTransformGraph(beam.DoFn):
 
 
 class WriteTransformGraph(beam.PTransform):
-  """PCollection[{image_bytes, class_name}] -> [transform_dir], once written.
+  """PBegin -> [transform_dir], once written.
 
   `class_names` is the label order: a list, or a singleton side input
   (beam.pvalue.AsSingleton) of one when it is known only at run time. TFT's
@@ -190,13 +190,12 @@ class WriteTransformGraph(beam.PTransform):
                          else list(class_names))
     self._settings = settings
 
-  def expand(self, raw_examples):
+  def expand(self, pbegin):
     return (
-        raw_examples.pipeline
+        pbegin
         | "Trigger" >> beam.Create([None])
         | "BuildAndCopy" >> beam.ParDo(
             BuildTransformGraph(self._transform_dir, self._settings),
-            raw_examples=beam.pvalue.AsList(raw_examples),
             class_names=self._class_names)
         # transform_dir
     )

@@ -25,8 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from exemplar.transforms import (beam_internals, contact_sheet, decode_tasks, decoding,
-                                 progress, shard_records)
-from exemplar.transforms import png_encoder
+                                 png_encoder, progress, shard_records)
 from exemplar.transforms.decode_tasks import DecodeTask
 from exemplar.transforms.decoding import FAILURES_TAG, DecodedImage, ImageSettings
 from exemplar.transforms.fileio import write_file_atomically  # noqa: F401 - also imported from here
