@@ -17,7 +17,7 @@ sha256, thumbnails, contact sheet, manifest or metadata, no resume.
     num_parallel_calls=AUTOTUNE)`: the same ops as exemplar, including its
     `plain` fast path for JPEG/PNG bytes (picked in the graph by magic bytes,
     as `decoding.is_plain` does);
-  * encode: exemplar's `decoding.encode(pixels, settings)` (PNG: numpy + ISA-L
+  * encode: exemplar's `decoding.encode(pixels, settings)` (PNG: numpy + libdeflate
     in transforms/png_encoder.py, outside the TF graph; JPEG: tf.io.encode_jpeg);
   * write: `tf.train.Example` {image/encoded, image/class/label} into N shard
     files, consecutive runs of the listing order, through tf.io.TFRecordWriter.
@@ -39,7 +39,7 @@ size: writing.auto_num_shards (~128 MiB each, at its size estimate), so 9 PNG
 or 3 JPEG shards for 10,000 256x256 RGB images.
 
 Beam is not imported: `import exemplar` is lazy and decoding.py imports only
-TF, numpy, isal and Pillow, as a plain tf.data script would.
+TF, numpy, deflate and Pillow, as a plain tf.data script would.
 
 Prints `STAGE images=N seconds=S images_per_second=R ...`: S runs from the
 start of the listing to the last shard closed (imports and TF start-up are
