@@ -49,7 +49,7 @@ setuptools.setup(
         "kfp==2.16.1",
     ]},
     entry_points={"console_scripts": [
-        "exemplar = exemplar.main:main",
+        "exemplar = exemplar.main:console_main",
         "exemplar-inspect = exemplar.inspect_cli:main",
     ]},
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -220,6 +221,21 @@ def main(argv: Optional[List[str]] = None) -> int:
       stderr_filter.close()
 
 
+def console_main() -> int:
+  """The `exemplar` command (setup.py's entry point): `main`, then a quick exit.
+
+  By the time `main` returns every file is closed and every stream flushed.
+  `gc.freeze()` then moves the millions of objects left (TensorFlow's and
+  Beam's modules) out of the collector's reach, so the interpreter's exit
+  skips its last full collection over them: ~1.3 s of a k=1 run. Exit
+  handlers still run. Library callers of `main` (tests, notebooks) keep the
+  collector as it was.
+  """
+  code = main()
+  gc.freeze()
+  return code
+
+
 def _main(argv: List[str], stderr_filter) -> int:
   started = time.time()
   config = None
@@ -384,4 +400,4 @@ def one_line(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(console_main())
