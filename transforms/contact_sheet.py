@@ -30,6 +30,7 @@ font; names too long for a cell are cut with an ellipsis.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import io
 import math
@@ -410,26 +411,34 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
 
   header_lines = max(len(header(i)) for i in range(plan.num_pages))
   header_height = _MARGIN + header_lines * line(title_font) + 8
-  pages = []
-  for page_index in range(plan.num_pages):
-    rows = rows_by_page.get(page_index, 1)
-    height = header_height + rows * cell_height + (rows - 1) * _GAP + _MARGIN
-    sheet = Image.new("RGB", (page_width, height), _BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    y = _MARGIN
-    for text, colour in header(page_index):
-      draw.text((_MARGIN, y), text, font=title_font, fill=colour)
-      y += line(title_font)
-    for p in plan.placed:
-      if p.page != page_index:
-        continue
-      x0 = _MARGIN + p.column * (cell_width + _GAP)
-      y0 = header_height + p.row * (cell_height + _GAP)
-      _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
-                 name_font, small_font, line(name_font), show_rank, show_split)
-    # exemplar's PNG encoder (libdeflate): faster than Pillow's zlib level 1
-    # on a page; the pixels are the same.
-    pages.append(png_encoder.encode_png(np.asarray(sheet)))
+  pages: List[bytes] = []
+  # Drawing holds the GIL (FreeType text) and libdeflate releases it, so each
+  # page is compressed on a thread while the next one is drawn (10 pages:
+  # ~0.3 s less). At most two pages' pixels are alive at once.
+  with concurrent.futures.ThreadPoolExecutor(1, "sheet-png") as encoder:
+    encoding = None
+    for page_index in range(plan.num_pages):
+      rows = rows_by_page.get(page_index, 1)
+      height = header_height + rows * cell_height + (rows - 1) * _GAP + _MARGIN
+      sheet = Image.new("RGB", (page_width, height), _BACKGROUND)
+      draw = ImageDraw.Draw(sheet)
+      y = _MARGIN
+      for text, colour in header(page_index):
+        draw.text((_MARGIN, y), text, font=title_font, fill=colour)
+        y += line(title_font)
+      for p in plan.placed:
+        if p.page != page_index:
+          continue
+        x0 = _MARGIN + p.column * (cell_width + _GAP)
+        y0 = header_height + p.row * (cell_height + _GAP)
+        _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
+                   name_font, small_font, line(name_font), show_rank, show_split)
+      if encoding is not None:
+        pages.append(encoding.result())
+      # exemplar's PNG encoder (libdeflate): faster than Pillow's zlib level 1
+      # on a page; the pixels are the same.
+      encoding = encoder.submit(png_encoder.encode_png, np.asarray(sheet))
+    pages.append(encoding.result())
   return pages
 
 
