@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import logging
 import os
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -30,31 +29,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from exemplar.transforms import fileio
 from exemplar.transforms.fileio import is_local
+# The local walker and the rules it shares with the remote listing are
+# Beam-free (transforms/local_scan.py); these names are this module's too.
+from exemplar.transforms.local_scan import (  # noqa: F401
+    IMAGE_EXTENSIONS, LOCAL_CHUNK, OUTPUT_MARKERS, SYSTEM_FOLDERS, is_exemplar_output,
+    is_image_name, is_skipped_folder, is_utf8, printable, walk_local)
 from exemplar.transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-
 _LOGGER = logging.getLogger(__name__)
-
-# Folders that operating systems, archivers and NAS boxes put into folder
-# trees: never a class, never images of one. Skipped like hidden names, at
-# every depth, matched without regard to case (Windows and NAS shares are
-# case-insensitive: '$Recycle.Bin' on a system drive, '$RECYCLE.BIN' on others).
-SYSTEM_FOLDERS = frozenset({
-    "__MACOSX",                   # macOS Archive Utility / Finder zips: '._' resource forks
-    "$RECYCLE.BIN",               # Windows Recycle Bin (Vista and later), per drive
-    "RECYCLER",                   # Windows Recycle Bin (2000, XP)
-    "System Volume Information",  # Windows restore points and indexing, per drive
-    "lost+found",                 # ext2/3/4 fsck: orphaned files
-    "@eaDir",                     # Synology DSM thumbnails and metadata
-    "#recycle",                   # Synology shared-folder Recycle Bin
-    "#snapshot",                  # Synology snapshots, shown on SMB shares
-    "@Recycle",                   # QNAP Network Recycle Bin
-    "Network Trash Folder",       # macOS AFP shares
-    "Temporary Items",            # macOS AFP shares
-})
-_SYSTEM_FOLDERS_LOWER = frozenset(name.lower() for name in SYSTEM_FOLDERS)
-
 
 class ListingError(ValueError):
   """The input tree or its classes cannot be used: one of the errors below.
@@ -79,17 +61,6 @@ class UnstorableClassNameError(ListingError):
   def __init__(self, message: str, names: Sequence[str]):
     super().__init__(message)
     self.names = list(names)
-
-
-def is_image_name(name: str) -> bool:
-  """True for a visible file name with one of Keras's image extensions."""
-  return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def is_skipped_folder(name: str) -> bool:
-  """True for a folder name the listing never enters: hidden ('.x') or one of
-  the `SYSTEM_FOLDERS`."""
-  return name.startswith(".") or name.lower() in _SYSTEM_FOLDERS_LOWER
 
 
 def normalize_root(root: str) -> str:
@@ -140,16 +111,6 @@ def list_class_folders(root: str) -> List[str]:
     raise InputRootError(
         f"{root!r} holds no class folders: expected <class>/<images> below it")
   return sorted(names)
-
-
-# What marks a folder as an exemplar output: its files record, its lock, its
-# staging folder (the last two while, or after, a run writes it).
-OUTPUT_MARKERS = (FILES_RECORD, STAGING_DIR, LOCK_FILE)
-
-
-def is_exemplar_output(folder: str) -> bool:
-  """Whether a local folder holds an exemplar output (by its marker files)."""
-  return any(os.path.lexists(os.path.join(folder, marker)) for marker in OUTPUT_MARKERS)
 
 
 def is_output_marker(relative: str) -> bool:
@@ -242,112 +203,8 @@ def walk_class_folder(root: str, class_name: str,
   """
   root = normalize_root(root)
   if is_local(root):
-    return _walk_local(os.path.join(root, class_name), class_name, problems)
+    return walk_local(os.path.join(root, class_name), class_name, problems)
   return _walk_remote(root, class_name)
-
-
-# Paths of one folder are handed on in lists of at most this many, so a flat
-# folder of millions of files never sits in memory whole.
-LOCAL_CHUNK = 4096
-
-
-def _walk_local(folder: str, relative_folder: str,
-                problems: Optional[List[Tuple[str, str]]]) -> Iterator[str]:
-  # chain.from_iterable flattens the per-folder lists in C: no generator
-  # resumption per file (listing costs ~1 us per file; every 50 ns counts).
-  return itertools.chain.from_iterable(_scan_local(folder, relative_folder, problems))
-
-
-def _scan_local(folder: str, relative_folder: str,
-                problems: Optional[List[Tuple[str, str]]] = None) -> Iterator[List[str]]:
-  """Yields lists of the relative image paths below `folder`, folder by folder.
-
-  The type checks are ordered so a plain file costs no system call: DirEntry
-  answers is_file / is_dir / is_symlink from the directory listing itself, and
-  is_file() only stats a link's target. The rules are those of the loop
-  this replaced: a visible entry that is a folder (not a link, not one of the
-  `SYSTEM_FOLDERS`) is walked; one
-  with an image extension that is a file or a link to anything but a folder (a
-  dangling one too, so decoding records it) is listed; links to folders are
-  never followed, as in Keras's os.walk.
-  """
-  system_folders = _SYSTEM_FOLDERS_LOWER  # looked up for folders only
-  stack = [(folder, relative_folder)]
-  while stack:
-    path, relative = stack.pop()
-    prefix = relative + "/"
-    try:
-      entries = os.scandir(path)
-    except OSError as e:
-      _LOGGER.warning("Skipping folder %s: %s", path, e)
-      if problems is not None:
-        problems.append((relative, f"unreadable folder: {_one_line(e)}"))
-      continue
-    files: List[str] = []
-    append = files.append
-    with entries:
-      try:
-        for entry in entries:
-          name = entry.name
-          if name[0] == ".":
-            continue
-          if not name.isascii() and not is_utf8(name):
-            _skip_undecodable(entry, prefix + name, problems)
-            continue
-          try:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-              if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
-                append(prefix + name)
-                if len(files) >= LOCAL_CHUNK:
-                  yield files
-                  files = []
-                  append = files.append
-              elif entry.is_dir(follow_symlinks=False):  # a folder named x.jpg
-                stack.append((entry.path, prefix + name))
-            elif (entry.is_dir() and not entry.is_symlink()
-                  and name.lower() not in system_folders
-                  and not is_exemplar_output(entry.path)):  # a few stats per sub-folder
-              stack.append((entry.path, prefix + name))
-          except OSError as e:  # a vanished entry or an unreadable link
-            _LOGGER.warning("Skipping %s: %s", entry.path, e)
-      except OSError as e:  # the folder failed mid-listing
-        _LOGGER.warning("Stopped listing folder %s: %s", path, e)
-        if problems is not None:
-          problems.append((relative, f"folder listing stopped: {_one_line(e)}"))
-    if files:
-      yield files
-
-
-def is_utf8(name: str) -> bool:
-  """Whether a name listed from local disk is valid UTF-8 (Python lists the
-  bytes of one that is not as lone surrogates, which no file exemplar
-  writes can hold: the manifest, the records, the sampling hash)."""
-  try:
-    name.encode("utf-8")
-  except UnicodeEncodeError:
-    return False
-  return True
-
-
-def printable(name: str) -> str:
-  """A name with its undecodable bytes shown as U+FFFD."""
-  return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _skip_undecodable(entry: os.DirEntry, relative: str,
-                      problems: Optional[List[Tuple[str, str]]]) -> None:
-  """Skips an image file or a folder whose name is not valid UTF-8, recording
-  it in `problems` (errors.csv) instead of failing the whole job."""
-  try:
-    is_folder = entry.is_dir(follow_symlinks=False)
-  except OSError:
-    is_folder = False
-  if not is_folder and not entry.name.lower().endswith(IMAGE_EXTENSIONS):
-    return
-  what = "folder" if is_folder else "file"
-  _LOGGER.warning("Skipping %s %s: its name is not valid UTF-8", what, printable(entry.path))
-  if problems is not None:
-    problems.append((printable(relative), f"{what} name is not valid UTF-8"))
 
 
 def _walk_remote(root: str, class_name: str) -> Iterator[str]:
@@ -381,11 +238,6 @@ def _gcs_location(root: str):
   """(the job's GCS client, bucket, object-name prefix) of a gs:// root; the
   client is the job's GcsIO's (its credentials and retry settings)."""
   return fileio.gcs_client_and_name(root.rstrip("/") + "/")
-
-
-def _one_line(error: Exception) -> str:
-  lines = str(error).strip().splitlines()
-  return lines[0][:300] if lines else type(error).__name__
 
 
 # --- a large gs:// class folder: listed in key ranges, in parallel ----------
