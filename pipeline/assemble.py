@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 
 from exemplar.options import ExemplarConfig
+from exemplar.transforms.local_scan import ListedClass
 from exemplar.transforms.sample_images import SampleImageFolder, SampleImages
 from exemplar.transforms.write_dataset import WriteDataset
 
@@ -36,16 +37,24 @@ class RunPlan:
   run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan,
-          run_info: Optional[dict] = None):
-  """Adds the whole exemplar job to pipeline `p`; returns its
-  PCollection[DatasetWritten]. `run_info` (fingerprints, start time) goes
-  into summary.json's "run"."""
+def sampling_args(config: ExemplarConfig) -> Tuple[Union[int, str], Dict]:
+  """(samples_per_class, the other sampling arguments) of
+  SampleImageFolder/SampleImages for `config`."""
   k = config.samples_per_class
   if config.splits is not None:
     k = "all" if config.sample_all else 1
-  sampling = dict(seed=config.seed, spares=config.spares, splits=config.splits,
-                  min_per_class=config.min_per_class, max_per_class=config.max_per_class)
+  return k, dict(seed=config.seed, spares=config.spares, splits=config.splits,
+                 min_per_class=config.min_per_class, max_per_class=config.max_per_class)
+
+
+def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan,
+          run_info: Optional[dict] = None,
+          prelisted: Optional[Sequence[ListedClass]] = None):
+  """Adds the whole exemplar job to pipeline `p`; returns its
+  PCollection[DatasetWritten]. `run_info` (fingerprints, start time) goes
+  into summary.json's "run"; `prelisted`: the class folders already listed
+  and sampled (exemplar.prelist)."""
+  k, sampling = sampling_args(config)
   failures = None
   if plan.input_list is not None:
     from exemplar.transforms import list_file
@@ -55,7 +64,7 @@ def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan,
         k, root=list_file.list_folder(plan.input_list), **sampling)
   else:
     samples = p | "Sample" >> SampleImageFolder(
-        plan.input_dir, k, class_names=plan.class_names, **sampling)
+        plan.input_dir, k, class_names=plan.class_names, prelisted=prelisted, **sampling)
   # ClassSample per class
   image = config.image
   return samples | "WriteDataset" >> WriteDataset(

@@ -27,9 +27,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from exemplar import assemble, console, runners
+from exemplar import assemble, console, prelist, runners
 from exemplar.options import ExemplarConfig, UsageError, first_line, parse_args
-from exemplar.transforms import changes, commit, fileio, fingerprint, listing, metadata, progress
+from exemplar.transforms import (changes, commit, fileio, fingerprint, listing, metadata,
+                                  progress, sample_images)
 
 _LOGGER = logging.getLogger("exemplar")
 
@@ -111,13 +112,38 @@ def run(config: ExemplarConfig, plan: assemble.RunPlan,
   `run_info`: fingerprints and start time, for summary.json's "run"."""
   options = make_pipeline_options(beam_args)
   runner = runners.resolve_runner(options.view_as(StandardOptions).runner)
+  prelisted = None
+  capacity = prelist_capacity(config, plan, beam_args)
+  if capacity is not None:
+    # The tree is listed on the other core while this one imports what the
+    # job's first stages would import anyway (exemplar/prelist.py).
+    prelisting = prelist.start(plan.input_dir, plan.class_names, config.seed, capacity)
+    prelist.import_job_libraries()
+    prelisted = prelisting.result()
   p = beam.Pipeline(runner=runner, options=options)
-  assemble.build(p, config, plan, run_info)
+  assemble.build(p, config, plan, run_info, prelisted)
   result = p.run()
   state = str(result.wait_until_finish() or result.state)
   summary = (read_summary(plan.output_dir)
              if commit.is_finished(plan.output_dir) else None)
   return RunOutcome(state, collect_counters(result), summary)
+
+
+def prelist_capacity(config: ExemplarConfig, plan: assemble.RunPlan,
+                     beam_args: Sequence[str]) -> Optional[int]:
+  """The per-class sample size to list beside the imports, or None where
+  that does not pay: a list file or a remote tree (nothing to walk here), a
+  job whose stages run in other processes (they import for themselves), or
+  every file kept (a sample as large as the tree, listed in no time next to
+  decoding it)."""
+  if (plan.input_dir is None or not fileio.is_local(plan.input_dir)
+      or not in_process(beam_args)):
+    return None
+  k, sampling = assemble.sampling_args(config)
+  capacity = sample_images.check_sample_args(
+      k, sampling["spares"], sampling["seed"], sampling["splits"],
+      sampling["min_per_class"], sampling["max_per_class"]).capacity
+  return None if capacity == sample_images.UNBOUNDED else capacity
 
 
 def collect_counters(result) -> Dict[str, int]:

@@ -507,7 +507,9 @@ def _nobody_prefix(cwd: str, env: Dict[str, str]) -> List[str]:
 
 
 @pytest.mark.slow
-def test_permission_denied_is_recorded_not_fatal():
+# 'all' lists in the job; k=2 in exemplar.prelist's child, beside the imports.
+@pytest.mark.parametrize("samples_per_class", ["all", "2"])
+def test_permission_denied_is_recorded_not_fatal(samples_per_class):
   # pytest's tmp_path is private to root; this folder must be open to 'nobody'.
   base = tempfile.mkdtemp(prefix="exemplar-nobody-")
   try:
@@ -526,7 +528,7 @@ def test_permission_denied_is_recorded_not_fatal():
     prefix = _nobody_prefix(home, env)
     proc = subprocess.run(
         prefix + [EXEMPLAR, "--input_dir", root, "--output_dir", out,
-                  "--samples_per_class", "all", "--image_size", "8", "8"],
+                  "--samples_per_class", samples_per_class, "--image_size", "8", "8"],
         capture_output=True, text=True, env=env, cwd=home, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     errors = read_csv(os.path.join(out, "errors.csv"))

@@ -26,7 +26,8 @@ PACKAGES = {"pipeline": "exemplar", "transforms": "exemplar.transforms",
 # Where a process-wide setting may be changed: the commands' entry points.
 CLI_FUNCTIONS = {("exemplar.main", "main"), ("exemplar.main", "configure_logging"),
                  ("exemplar.inspect_cli", "main"),
-                 ("exemplar.console", "quiet")}  # called by exemplar.main only
+                 ("exemplar.console", "quiet"),  # called by exemplar.main only
+                 ("exemplar.prelist", "_child")}  # the listing child's own process
 
 
 def module_files() -> Dict[str, str]:

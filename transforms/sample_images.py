@@ -22,6 +22,7 @@ from apache_beam.transforms.display import DisplayDataItem
 
 from exemplar.transforms import listing, progress, sampling, splits
 from exemplar.transforms.list_file import ListedImage
+from exemplar.transforms.local_scan import ListedClass
 from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
@@ -213,6 +214,31 @@ class ListAndSampleClassFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (class_name, problem))
 
 
+class PrelistedFn(beam.DoFn):
+  """ListedClass -> (class, PartialSample), and (class, (folder, reason)) to
+  the 'problems' output: a class folder listed and sampled before the job
+  (exemplar.prelist), counted as ListAndSampleClassFn counts its own."""
+
+  def __init__(self, num_classes: int, run_progress: Optional[progress.Progress] = None):
+    self._num_classes = num_classes
+    self._progress = run_progress or progress.Progress()
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._classes = Metrics.counter("exemplar", "classes_listed")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
+
+  def process(self, listed: ListedClass) -> Iterator[Tuple[str, PartialSample]]:
+    listed = ListedClass(*listed)
+    self._files.inc(listed.seen)
+    self._classes.inc()
+    self._msec.inc(listed.msec)
+    self._progress.set_total("classes listed", self._num_classes)
+    self._progress.tick("files listed", listed.seen)
+    self._progress.tick("classes listed")
+    yield listed.class_name, PartialSample(listed.seen, list(listed.candidates))
+    for problem in listed.problems:
+      yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (listed.class_name, tuple(problem)))
+
+
 class ListAndSampleRangeFn(beam.DoFn):
   """KeyRange -> (class, PartialSample): one key range of a large gs:// class
   folder, listed and sampled where it is listed."""
@@ -270,6 +296,10 @@ class SampleImageFolder(beam.PTransform):
       to decode.
     class_names: the classes to take, in label order (as Keras's
       `class_names`); default: every class folder, sorted.
+    prelisted: the classes already listed and sampled with this seed and
+      sample size on local disk (`exemplar.prelist`, which the CLI runs
+      beside its imports): one ListedClass per class, in class order. The
+      job then starts from them instead of listing the folders itself.
 
   Raises (at construction, before any job starts):
     ValueError: a bad argument.
@@ -293,7 +323,8 @@ class SampleImageFolder(beam.PTransform):
                class_names: Optional[Sequence[str]] = None,
                remote: listing.RemoteListing = listing.RemoteListing(),
                splits=None, min_per_class: Optional[int] = None,
-               max_per_class: Optional[int] = None):
+               max_per_class: Optional[int] = None,
+               prelisted: Optional[Sequence[ListedClass]] = None):
     super().__init__()
     self._plan = check_sample_args(samples_per_class, spares, seed, splits,
                                    min_per_class, max_per_class)
@@ -302,6 +333,11 @@ class SampleImageFolder(beam.PTransform):
       class_names = listing.names_list("class_names", class_names)
     found = listing.list_class_folders(self._input_dir)
     self.class_names = tuple(listing.resolve_classes(found, class_names))
+    if prelisted is not None:
+      prelisted = [ListedClass(*c) for c in prelisted]
+      if tuple(c.class_name for c in prelisted) != self.class_names:
+        raise ValueError("prelisted must hold exactly the classes taken, in order")
+    self._prelisted = prelisted
     self._seed = seed
     self._spares = spares
     self._remote = remote
@@ -321,6 +357,15 @@ class SampleImageFolder(beam.PTransform):
     capacity = plan.capacity
     # Counted per application: a second run in this process starts from zero.
     run_progress = progress.Progress()
+    if self._prelisted is not None:
+      listed = (
+          pbegin
+          | "PrelistedClasses" >> beam.Create(self._prelisted)
+          # ListedClass
+          | "Prelisted" >> beam.ParDo(PrelistedFn(len(self.class_names), run_progress)
+                                      ).with_outputs(PROBLEMS_TAG, main="samples"))
+      # (class, PartialSample); (class, (folder, reason))
+      return self._to_class_samples(listed.samples, listed[PROBLEMS_TAG], capacity)
     listed = (
         pbegin
         | "ClassFolders" >> beam.Create(list(self.class_names))
@@ -338,13 +383,16 @@ class SampleImageFolder(beam.PTransform):
         | "ListAndSampleRange" >> beam.ParDo(
             ListAndSampleRangeFn(root, self._seed, capacity, run_progress)))
     # (class, PartialSample): one per key range
-    merged = (
-        (listed.samples, ranges)
-        | "AllPartialSamples" >> beam.Flatten()
-        | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity)))
+    samples = (listed.samples, ranges) | "AllPartialSamples" >> beam.Flatten()
+    return self._to_class_samples(samples, listed[PROBLEMS_TAG], capacity)
+
+  def _to_class_samples(self, samples, problems, capacity: int):
+    """(class, PartialSample) per listing, (class, (folder, reason)) -> ClassSample."""
+    root, plan = self._input_dir, self._plan
+    merged = samples | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity))
     # (class, PartialSample): the class's candidates, best first
     return (
-        {"sample": merged, "problems": listed[PROBLEMS_TAG]}
+        {"sample": merged, "problems": problems}
         | "JoinProblems" >> beam.CoGroupByKey()
         # (class, {'sample': [PartialSample], 'problems': [(folder, reason)]})
         | "ToClassSample" >> beam.MapTuple(

@@ -1,0 +1,152 @@
+"""Lists and samples a local tree in a child process while the launcher
+imports TensorFlow.
+
+    prelisting = prelist.start(root, class_names, seed, capacity)
+    prelist.import_job_libraries()    # TF + TFT, on this core
+    listed = prelisting.result()      # [ListedClass] in class order, or None
+
+Why: a k=1 run spends its first seconds importing Beam, TensorFlow and TFT
+on one core, then lists the tree on one core (~1.5 s for 1.3M files, on 2
+cores). The listing needs neither library, so the child does it on the other
+core while the launcher imports; the job then starts from its samples
+(`SampleImageFolder(prelisted=...)`) instead of listing again.
+
+The child is `python -P -m exemplar.prelist` (-P: the working folder, which
+may hold the user's own `exemplar` or `transforms`, is not put on sys.path;
+it starts in the folder this `exemplar` was found in).
+It imports neither Beam nor TensorFlow: only the walker of
+transforms/local_scan.py and the sampler of transforms/bottom_k.py, the very
+functions the job's ListAndSampleClassFn runs on local disk, so its samples,
+file counts and problems are the job's. Its request (root, classes, seed,
+capacity) goes in on stdin as JSON; its answer comes back on stdout as a
+pickle (a trusted channel: our own child), with the warnings it logged, which
+the launcher logs again under the same logger names.
+
+Anything wrong with the child (it cannot start, exits non-zero, answers
+something else) makes `result()` return None and log why at INFO: the job
+then lists the tree itself, as it always could.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from exemplar.transforms import bottom_k, local_scan
+
+_LOGGER = logging.getLogger(__name__)
+# `python -m` puts its working folder first on sys.path. -P (Python 3.11+)
+# leaves it off; the folder the child starts in is where this `exemplar` was
+# found, so on 3.10 too the user's own modules cannot shadow it.
+_SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+_HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Prelisting:
+  """A running listing child; `result()` waits for it."""
+
+  def __init__(self, proc: Optional[subprocess.Popen], classes: Sequence[str],
+               failure: str = ""):
+    self._proc = proc
+    self._classes = tuple(classes)
+    self._failure = failure
+
+  def result(self) -> Optional[List[local_scan.ListedClass]]:
+    """The classes' samples in the order asked, or None (logged) when the
+    child failed; then the job lists as usual."""
+    if self._proc is None:
+      return self._fallback(self._failure)
+    out, err = self._proc.communicate()
+    if self._proc.returncode != 0:
+      last = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
+      return self._fallback(f"exit {self._proc.returncode}: {''.join(last)}")
+    try:
+      answer = pickle.loads(out)
+      listed = [local_scan.ListedClass(*row) for row in answer["classes"]]
+      warnings = answer["warnings"]
+    except Exception as e:  # noqa: BLE001 - any garbage: list in the job
+      return self._fallback(f"unreadable answer ({type(e).__name__})")
+    if tuple(c.class_name for c in listed) != self._classes:
+      return self._fallback("it answered for other classes")
+    for name, level, message in warnings:
+      logging.getLogger(name).log(level, "%s", message)
+    return listed
+
+  def _fallback(self, why: str) -> None:
+    _LOGGER.info("Listing in the job instead of beside the imports (%s)", why)
+    return None
+
+
+def start(root: str, class_names: Sequence[str], seed: int, capacity: int) -> Prelisting:
+  """Starts listing and sampling `class_names` below the local folder `root`,
+  each class's bottom-`capacity` sample under `seed`, in a child process."""
+  request = json.dumps({"root": root, "classes": list(class_names),
+                        "seed": str(seed), "capacity": capacity}).encode("utf-8")
+  try:
+    proc = subprocess.Popen([sys.executable, *_SAFE_PATH, "-m", "exemplar.prelist"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=_HOME)
+    # The child reads its whole request first: a long class list only waits
+    # for it to start.
+    proc.stdin.write(request)
+    proc.stdin.close()
+    proc.stdin = None  # sent: communicate() has nothing more to write
+  except OSError as e:
+    return Prelisting(None, class_names, f"could not start it: {e}")
+  return Prelisting(proc, class_names)
+
+
+def import_job_libraries() -> None:
+  """Imports what the in-process job's first stages import anyway
+  (TensorFlow for decoding, TFT for the transform graph): done here, it
+  overlaps the child's listing."""
+  import tensorflow  # noqa: F401
+  import tensorflow_transform  # noqa: F401
+
+
+def list_and_sample(root: str, class_name: str, seed: int,
+                    capacity: int) -> local_scan.ListedClass:
+  """One class folder, listed and sampled as ListAndSampleClassFn does it on
+  local disk (a pure function of the tree)."""
+  started = time.monotonic()
+  problems: List[Tuple[str, str]] = []
+  sample = bottom_k.sample_paths(
+      local_scan.walk_local(os.path.join(root, class_name), class_name, problems),
+      seed, capacity)
+  return local_scan.ListedClass(
+      class_name, sample.seen, sample.candidates, problems,
+      int((time.monotonic() - started) * 1000))
+
+
+class _Collect(logging.Handler):
+  """Keeps the child's log records, to be logged again by the launcher."""
+
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.records: List[Tuple[str, int, str]] = []
+
+  def emit(self, record: logging.LogRecord) -> None:
+    self.records.append((record.name, record.levelno, record.getMessage()))
+
+
+def _child() -> int:
+  request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+  collect = _Collect()
+  logging.getLogger().addHandler(collect)
+  logging.getLogger().setLevel(logging.INFO)
+  root, seed, capacity = request["root"], int(request["seed"]), request["capacity"]
+  classes = [tuple(list_and_sample(root, name, seed, capacity))
+             for name in request["classes"]]
+  sys.stdout.buffer.write(pickle.dumps({"classes": classes, "warnings": collect.records},
+                                       protocol=pickle.HIGHEST_PROTOCOL))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(_child())
