@@ -54,7 +54,10 @@ DEFAULT_ROWS_PER_PAGE = 10
 # thumbnails (each <= 128 x 128, ~8 kB as JPEG), about 16 MB.
 DEFAULT_MAX_PER_CLASS = 10
 DEFAULT_MAX_CELLS = 2000
-THUMBNAIL_JPEG_QUALITY = 90
+# 75 (Pillow's and libjpeg's default): ~5 kB for a 128 x 96 photo against
+# ~8 kB at 90, on a 128-pixel preview; every thumbnail is copied several
+# times on its way to the one worker that draws (1,000 classes: -23 MB peak).
+THUMBNAIL_JPEG_QUALITY = 75
 
 _MARGIN = 16
 _GAP = 6  # between cells
@@ -363,8 +366,25 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
   """(class_name, label, rank, image) cells -> the sheet's pages as PNG bytes.
 
   `note` (e.g. "showing 2000 of 9000 images") is printed in every header.
+  All pages at once; `render_pages` hands them on one by one.
   """
-  from PIL import Image, ImageDraw
+  _, pages = render_pages(cells, cell_size, max_columns, rows_per_page, title, note)
+  return list(pages)
+
+
+def render_pages(cells: Iterable[Union[SheetCell, Tuple]],
+                 cell_size: int = DEFAULT_CELL_SIZE,
+                 max_columns: int = DEFAULT_MAX_COLUMNS,
+                 rows_per_page: int = DEFAULT_ROWS_PER_PAGE,
+                 title: str = "exemplar contact sheet",
+                 note: Optional[str] = None) -> Tuple[int, Iterator[bytes]]:
+  """`render_contact_sheet` as (number of pages, the pages as PNG bytes, each
+  drawn when the previous one is taken): a 1,000-class sheet of photos is
+  ~25 MB of PNG, never all in memory here.
+
+  Raises:
+    ValueError: cell_size < 16, max_columns < 1 or rows_per_page < 1.
+  """
   cells = [SheetCell(*c) for c in cells]
   if cell_size < 16 or max_columns < 1 or rows_per_page < 1:
     raise ValueError("cell_size >= 16, max_columns >= 1, rows_per_page >= 1")
@@ -411,7 +431,18 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
 
   header_lines = max(len(header(i)) for i in range(plan.num_pages))
   header_height = _MARGIN + header_lines * line(title_font) + 8
-  pages: List[bytes] = []
+  return plan.num_pages, _draw_pages(
+      plan, header, header_height, page_width, cell_size, cell_width, cell_height,
+      rows_by_page, title_font, name_font, small_font, show_rank, show_split)
+
+
+def _draw_pages(plan: Layout, header, header_height: int, page_width: int,
+                cell_size: int, cell_width: int, cell_height: int,
+                rows_by_page: Dict[int, int], title_font, name_font, small_font,
+                show_rank: bool, show_split: bool) -> Iterator[bytes]:
+  """Draws `plan`'s pages in order; yields each as PNG bytes."""
+  from PIL import Image, ImageDraw
+  line = lambda font: font.getbbox("Ag\u00c5y")[3] + 3  # noqa: E731
   # Drawing holds the GIL (FreeType text) and libdeflate releases it, so each
   # page is compressed on a thread while the next one is drawn (10 pages:
   # ~0.3 s less). At most two pages' pixels are alive at once.
@@ -434,12 +465,12 @@ def render_contact_sheet(cells: Iterable[Union[SheetCell, Tuple]],
         _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
                    name_font, small_font, line(name_font), show_rank, show_split)
       if encoding is not None:
-        pages.append(encoding.result())
+        yield encoding.result()
       # exemplar's PNG encoder (libdeflate): faster than Pillow's zlib level 1
       # on a page; the pixels are the same.
       encoding = encoder.submit(png_encoder.encode_png, np.asarray(sheet))
-    pages.append(encoding.result())
-  return pages
+      del sheet, draw  # only the encoder's copy is needed now
+    yield encoding.result()
 
 
 def _draw_cell(sheet, draw, placed: _Placed, x0: int, y0: int, cell_size: int,
@@ -522,12 +553,17 @@ def cap_note(shown: int, total: int, max_per_class: int, max_cells: int) -> Opti
           f"class, at most {max_cells} in all")
 
 
-def write_pages(output_dir: str, pages: Sequence[bytes],
-                first: str = SHEET_FILE) -> List[str]:
-  """Writes the pages atomically; returns the paths written. Pages of an
-  older, longer sheet at the same place are left alone: only files exemplar
-  knows it wrote are ever removed (a dataset's are on its files record)."""
-  names = page_file_names(len(pages), first)
+def write_pages(output_dir: str, pages: Iterable[bytes],
+                first: str = SHEET_FILE, num_pages: Optional[int] = None) -> List[str]:
+  """Writes the pages atomically, each as it comes (`num_pages`: how many
+  there are, when `pages` is an iterator); returns the paths written. Pages
+  of an older, longer sheet at the same place are left alone: only files
+  exemplar knows it wrote are ever removed (a dataset's are on its files
+  record)."""
+  if num_pages is None:
+    pages = list(pages)
+    num_pages = len(pages)
+  names = page_file_names(num_pages, first)
   paths = []
   for name, data in zip(names, pages):
     path = FileSystems.join(output_dir, name)
@@ -550,9 +586,9 @@ class RenderAndWriteSheet(beam.DoFn):
   def process(self, cells: List[SheetCell], total: int,
               classes: Sequence[Tuple[str, int, str]] = ()) -> Iterator[str]:
     note = cap_note(len(cells), total, self._max_per_class, self._max_cells)
-    pages = render_contact_sheet(mark_classes(cells, classes), cell_size=self._cell_size,
-                                 title=self._title, note=note)
-    yield from write_pages(self._output_dir, pages)
+    num_pages, pages = render_pages(mark_classes(cells, classes), cell_size=self._cell_size,
+                                    title=self._title, note=note)
+    yield from write_pages(self._output_dir, pages, num_pages=num_pages)
 
 
 def mark_classes(cells: Sequence[SheetCell],
