@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import apache_beam as beam
 
 from exemplar.options import ExemplarConfig
-from exemplar.transforms.local_scan import ListedClass
+from exemplar.transforms.bottom_k import SampledClass
 from exemplar.transforms.sample_images import SampleImageFolder, SampleImages
 from exemplar.transforms.write_dataset import WriteDataset
 
@@ -49,7 +49,7 @@ def sampling_args(config: ExemplarConfig) -> Tuple[Union[int, str], Dict]:
 
 def build(p: beam.Pipeline, config: ExemplarConfig, plan: RunPlan,
           run_info: Optional[dict] = None,
-          prelisted: Optional[Sequence[ListedClass]] = None):
+          prelisted: Optional[Sequence[SampledClass]] = None):
   """Adds the whole exemplar job to pipeline `p`; returns its
   PCollection[DatasetWritten]. `run_info` (fingerprints, start time) goes
   into summary.json's "run"; `prelisted`: the class folders already listed

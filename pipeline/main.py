@@ -117,9 +117,10 @@ def run(config: ExemplarConfig, plan: assemble.RunPlan,
   if capacity is not None:
     # The tree is listed on the other core while this one imports what the
     # job's first stages would import anyway (exemplar/prelist.py).
-    prelisting = prelist.start(plan.input_dir, plan.class_names, config.seed, capacity)
-    prelist.import_job_libraries()
-    prelisted = prelisting.result()
+    # `with`: an import that fails or is interrupted ends the child too.
+    with prelist.start(plan.input_dir, plan.class_names, config.seed, capacity) as prelisting:
+      prelist.import_job_libraries()
+      prelisted = prelisting.result()
   p = beam.Pipeline(runner=runner, options=options)
   assemble.build(p, config, plan, run_info, prelisted)
   result = p.run()

@@ -3,7 +3,7 @@ imports TensorFlow.
 
     prelisting = prelist.start(root, class_names, seed, capacity)
     prelist.import_job_libraries()    # TF + TFT, on this core
-    listed = prelisting.result()      # [ListedClass] in class order, or None
+    listed = prelisting.result()      # [SampledClass] in class order, or None
 
 Why: a k=1 run spends its first seconds importing Beam, TensorFlow and TFT
 on one core, then lists the tree on one core (~1.5 s for 1.3M files, on 2
@@ -45,6 +45,9 @@ _LOGGER = logging.getLogger(__name__)
 # leaves it off; the folder the child starts in is where this `exemplar` was
 # found, so on 3.10 too the user's own modules cannot shadow it.
 _SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+# A launcher in UTF-8 mode decodes file names as UTF-8 whatever the locale;
+# the child must too, or its sampling keys would differ.
+_SAME_MODE = ["-X", "utf8"] if sys.flags.utf8_mode else []
 _HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,18 +60,21 @@ class Prelisting:
     self._classes = tuple(classes)
     self._failure = failure
 
-  def result(self) -> Optional[List[local_scan.ListedClass]]:
+  def result(self) -> Optional[List[bottom_k.SampledClass]]:
     """The classes' samples in the order asked, or None (logged) when the
     child failed; then the job lists as usual."""
     if self._proc is None:
       return self._fallback(self._failure)
-    out, err = self._proc.communicate()
+    try:
+      out, err = self._proc.communicate()
+    finally:
+      self.close()
     if self._proc.returncode != 0:
       last = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
       return self._fallback(f"exit {self._proc.returncode}: {''.join(last)}")
     try:
       answer = pickle.loads(out)
-      listed = [local_scan.ListedClass(*row) for row in answer["classes"]]
+      listed = [bottom_k.SampledClass(*row) for row in answer["classes"]]
       warnings = answer["warnings"]
     except Exception as e:  # noqa: BLE001 - any garbage: list in the job
       return self._fallback(f"unreadable answer ({type(e).__name__})")
@@ -78,6 +84,21 @@ class Prelisting:
       logging.getLogger(name).log(level, "%s", message)
     return listed
 
+  def close(self) -> None:
+    """Ends the child if it still runs and reaps it (idempotent): a launcher
+    that raises between `start()` and `result()` leaves no child blocked on
+    a full stdout pipe."""
+    if self._proc is not None and self._proc.poll() is None:
+      self._proc.kill()
+    if self._proc is not None:
+      self._proc.wait()
+
+  def __enter__(self) -> "Prelisting":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
   def _fallback(self, why: str) -> None:
     _LOGGER.info("Listing in the job instead of beside the imports (%s)", why)
     return None
@@ -85,20 +106,25 @@ class Prelisting:
 
 def start(root: str, class_names: Sequence[str], seed: int, capacity: int) -> Prelisting:
   """Starts listing and sampling `class_names` below the local folder `root`,
-  each class's bottom-`capacity` sample under `seed`, in a child process."""
-  request = json.dumps({"root": root, "classes": list(class_names),
+  each class's bottom-`capacity` sample under `seed`, in a child process.
+  A relative `root` is taken from this process's working folder (the child
+  runs in another)."""
+  request = json.dumps({"root": os.path.abspath(root), "classes": list(class_names),
                         "seed": str(seed), "capacity": capacity}).encode("utf-8")
   try:
-    proc = subprocess.Popen([sys.executable, *_SAFE_PATH, "-m", "exemplar.prelist"],
+    proc = subprocess.Popen([sys.executable, *_SAFE_PATH, *_SAME_MODE, "-m", "exemplar.prelist"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=_HOME)
+  except OSError as e:
+    return Prelisting(None, class_names, f"could not start it: {e}")
+  try:
     # The child reads its whole request first: a long class list only waits
     # for it to start.
     proc.stdin.write(request)
     proc.stdin.close()
-    proc.stdin = None  # sent: communicate() has nothing more to write
-  except OSError as e:
-    return Prelisting(None, class_names, f"could not start it: {e}")
+  except OSError:
+    pass  # it exited early: result() reports its exit status and stderr
+  proc.stdin = None  # sent: communicate() has nothing more to write
   return Prelisting(proc, class_names)
 
 
@@ -111,7 +137,7 @@ def import_job_libraries() -> None:
 
 
 def list_and_sample(root: str, class_name: str, seed: int,
-                    capacity: int) -> local_scan.ListedClass:
+                    capacity: int) -> bottom_k.SampledClass:
   """One class folder, listed and sampled as ListAndSampleClassFn does it on
   local disk (a pure function of the tree)."""
   started = time.monotonic()
@@ -119,7 +145,7 @@ def list_and_sample(root: str, class_name: str, seed: int,
   sample = bottom_k.sample_paths(
       local_scan.walk_local(os.path.join(root, class_name), class_name, problems),
       seed, capacity)
-  return local_scan.ListedClass(
+  return bottom_k.SampledClass(
       class_name, sample.seen, sample.candidates, problems,
       int((time.monotonic() - started) * 1000))
 

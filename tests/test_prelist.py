@@ -62,7 +62,8 @@ def test_the_child_samples_exactly_as_the_job_lists(tricky_tree, seed, capacity)
 def test_the_child_imports_neither_beam_nor_tensorflow(tricky_tree):
   request = json.dumps({"root": tricky_tree, "classes": ["dog"], "seed": "3",
                         "capacity": 2}).encode()
-  proc = subprocess.run([sys.executable, "-P", "-X", "importtime", "-m", "exemplar.prelist"],
+  proc = subprocess.run([sys.executable, *prelist._SAFE_PATH, "-X", "importtime",
+                         "-m", "exemplar.prelist"],
                         input=request, capture_output=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
   imported = {line.split("|")[-1].strip().split(".")[0]
@@ -96,12 +97,15 @@ def run_and_read(root, out, argv=()):
                                   ["--splits", "train=2,validation=1", "--seed", "5"]])
 def test_a_cli_run_writes_the_same_bytes_with_the_child_or_without(
     tricky_tree, tmp_path, monkeypatch, argv):
-  started = []
-  real_start = prelist.start
+  started, answered = [], []
+  real_start, real_result = prelist.start, prelist.Prelisting.result
   monkeypatch.setattr(prelist, "start", lambda *a: started.append(a) or real_start(*a))
+  monkeypatch.setattr(prelist.Prelisting, "result",
+                      lambda self: answered.append(real_result(self)) or answered[-1])
   out = str(tmp_path / "out")  # one folder: the sheet's header names it
   with_child, summary = run_and_read(tricky_tree, out, argv)
-  assert len(started) == 1  # the child listed this run
+  assert len(started) == 1
+  assert answered[0] is not None  # the job started from the child's samples
   monkeypatch.setattr(main_module, "prelist_capacity", lambda *a: None)
   without, summary_without = run_and_read(tricky_tree, out, argv + ["--overwrite"])
   assert len(started) == 1
@@ -148,7 +152,20 @@ def test_a_child_that_fails_leaves_the_listing_to_the_job(tricky_tree, tmp_path,
 
 
 def test_prelisted_must_name_the_classes_taken(tricky_tree):
-  from exemplar.transforms.local_scan import ListedClass
+  from exemplar.transforms.bottom_k import SampledClass
   from exemplar.transforms.sample_images import SampleImageFolder
   with pytest.raises(ValueError, match="exactly the classes"):
-    SampleImageFolder(tricky_tree, prelisted=[ListedClass("cat", 0, [], [], 0)])
+    SampleImageFolder(tricky_tree, prelisted=[SampledClass("cat", 0, [], [], 0)])
+
+
+def test_a_relative_root_is_this_process_s(tricky_tree, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(tricky_tree))
+  listed = prelist.start(os.path.basename(tricky_tree), ["cat"], 0, 1).result()
+  assert listed is not None and listed[0].seen == 11
+
+
+def test_a_launcher_that_raises_before_result_ends_the_child(tricky_tree):
+  with pytest.raises(KeyboardInterrupt):
+    with prelist.start(tricky_tree, ["cat", "dog"], 0, 1) as prelisting:
+      raise KeyboardInterrupt
+  assert prelisting._proc.returncode is not None  # ended and reaped

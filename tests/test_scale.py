@@ -1,7 +1,7 @@
 """Listing and sampling at scale: the fast paths give the same answer, in
 bounded memory.
 
-transforms/listing.py hands a folder's paths on in chunks of LOCAL_CHUNK, and
+transforms/local_scan.py hands a folder's paths on in chunks of LOCAL_CHUNK, and
 transforms/sampling.py prunes its pool of candidates by sorting once it holds
 2 x capacity + 64 of them and compares digests as bytes. These tests cross
 those boundaries on purpose and check the results against the plain

@@ -25,6 +25,7 @@ PACKAGES = {"pipeline": "exemplar", "transforms": "exemplar.transforms",
             "configs": "exemplar.configs"}
 # Where a process-wide setting may be changed: the commands' entry points.
 CLI_FUNCTIONS = {("exemplar.main", "main"), ("exemplar.main", "configure_logging"),
+                 ("exemplar.main", "console_main"),
                  ("exemplar.inspect_cli", "main"),
                  ("exemplar.console", "quiet"),  # called by exemplar.main only
                  ("exemplar.prelist", "_child")}  # the listing child's own process
@@ -130,7 +131,8 @@ def side_effect(node: ast.AST) -> str:
     if name in ("logging.basicConfig", "warnings.filterwarnings", "warnings.simplefilter",
                 "warnings.resetwarnings", "os.putenv", "os.environ.setdefault",
                 "os.environ.update", "os.chdir", "os.umask", "sys.setrecursionlimit",
-                "socket.setdefaulttimeout", "multiprocessing.set_start_method"):
+                "socket.setdefaulttimeout", "multiprocessing.set_start_method",
+                "gc.freeze", "gc.disable", "gc.set_threshold"):
       return text
     if name.endswith(".setLevel") or name.endswith(".addHandler"):
       return text

@@ -97,3 +97,16 @@ def merge_samples(samples: Iterable[PartialSample], capacity: int) -> PartialSam
     pools.append(sample.candidates)
   merged = heapq.nsmallest(capacity, heapq.merge(*pools))
   return PartialSample(seen, list(merged))
+
+
+class SampledClass(NamedTuple):
+  """One class folder listed and sampled in one pass outside the job
+  (exemplar.prelist), as `SampleImageFolder(prelisted=...)` takes it.
+  `candidates` are its bottom-k sample, ascending by priority; `problems`
+  the (relative folder, reason) pairs of what could not be listed;
+  `listing_msec` the pass's wall time."""
+  class_name: str
+  seen: int
+  candidates: List[Candidate]
+  problems: List[Tuple[str, str]]
+  listing_msec: int

@@ -11,8 +11,9 @@ Listing rules follow `tf.keras.utils.image_dataset_from_directory`:
 Symbolic links to folders are not followed (as `os.walk` does by default), so a
 link loop cannot hang the listing.
 
-All paths go through Beam's `FileSystems`, so gs:// and every other Beam file
-system work unchanged. Local disk gets a fast path (`os.scandir`), because
+Remote paths go through Beam's `FileSystems` (gs:// through the GCS client),
+so every Beam file system works unchanged. Local disk is walked with
+`os.scandir` (transforms/local_scan.py, Beam-free), because
 `LocalFileSystem.match` stats every file twice, which dominates listing time on
 trees of millions of files.
 """

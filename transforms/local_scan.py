@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from exemplar.transforms.names import FILES_RECORD, LOCK_FILE, STAGING_DIR
 
@@ -173,16 +173,3 @@ def error_line(error: Exception) -> str:
   """An error's first line, at most 300 characters (for errors.csv)."""
   lines = str(error).strip().splitlines()
   return lines[0][:300] if lines else type(error).__name__
-
-
-class ListedClass(NamedTuple):
-  """One class folder listed and sampled in one pass, outside the job
-  (exemplar.prelist): what `SampleImageFolder(prelisted=...)` takes.
-  `candidates` are the sample's (priority, relative path), best first
-  (transforms/bottom_k.py); `problems` are (relative folder, reason) pairs of
-  what could not be listed; `msec` the pass's wall time."""
-  class_name: str
-  seen: int
-  candidates: List[Tuple[int, str]]
-  problems: List[Tuple[str, str]]
-  msec: int

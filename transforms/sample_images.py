@@ -22,7 +22,7 @@ from apache_beam.transforms.display import DisplayDataItem
 
 from exemplar.transforms import listing, progress, sampling, splits
 from exemplar.transforms.list_file import ListedImage
-from exemplar.transforms.local_scan import ListedClass
+from exemplar.transforms.bottom_k import SampledClass
 from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
@@ -214,8 +214,8 @@ class ListAndSampleClassFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (class_name, problem))
 
 
-class PrelistedFn(beam.DoFn):
-  """ListedClass -> (class, PartialSample), and (class, (folder, reason)) to
+class EmitPrelistedFn(beam.DoFn):
+  """SampledClass -> (class, PartialSample), and (class, (folder, reason)) to
   the 'problems' output: a class folder listed and sampled before the job
   (exemplar.prelist), counted as ListAndSampleClassFn counts its own."""
 
@@ -226,11 +226,11 @@ class PrelistedFn(beam.DoFn):
     self._classes = Metrics.counter("exemplar", "classes_listed")
     self._msec = Metrics.counter("exemplar", "listing_msec")
 
-  def process(self, listed: ListedClass) -> Iterator[Tuple[str, PartialSample]]:
-    listed = ListedClass(*listed)
+  def process(self, listed: SampledClass) -> Iterator[Tuple[str, PartialSample]]:
+    listed = SampledClass(*listed)
     self._files.inc(listed.seen)
     self._classes.inc()
-    self._msec.inc(listed.msec)
+    self._msec.inc(listed.listing_msec)
     self._progress.set_total("classes listed", self._num_classes)
     self._progress.tick("files listed", listed.seen)
     self._progress.tick("classes listed")
@@ -296,10 +296,12 @@ class SampleImageFolder(beam.PTransform):
       to decode.
     class_names: the classes to take, in label order (as Keras's
       `class_names`); default: every class folder, sorted.
-    prelisted: the classes already listed and sampled with this seed and
-      sample size on local disk (`exemplar.prelist`, which the CLI runs
-      beside its imports): one ListedClass per class, in class order. The
-      job then starts from them instead of listing the folders itself.
+    prelisted: the classes already listed and sampled on local disk by
+      `exemplar.prelist` (which the CLI runs beside its imports) for this
+      `input_dir`, `seed` and sample size (k + spares): one SampledClass per
+      class, in class order. The job then starts from them instead of
+      listing the folders itself. Only the class names can be checked here:
+      samples taken otherwise give other picks.
 
   Raises (at construction, before any job starts):
     ValueError: a bad argument.
@@ -324,7 +326,7 @@ class SampleImageFolder(beam.PTransform):
                remote: listing.RemoteListing = listing.RemoteListing(),
                splits=None, min_per_class: Optional[int] = None,
                max_per_class: Optional[int] = None,
-               prelisted: Optional[Sequence[ListedClass]] = None):
+               prelisted: Optional[Sequence[SampledClass]] = None):
     super().__init__()
     self._plan = check_sample_args(samples_per_class, spares, seed, splits,
                                    min_per_class, max_per_class)
@@ -334,7 +336,7 @@ class SampleImageFolder(beam.PTransform):
     found = listing.list_class_folders(self._input_dir)
     self.class_names = tuple(listing.resolve_classes(found, class_names))
     if prelisted is not None:
-      prelisted = [ListedClass(*c) for c in prelisted]
+      prelisted = [SampledClass(*c) for c in prelisted]
       if tuple(c.class_name for c in prelisted) != self.class_names:
         raise ValueError("prelisted must hold exactly the classes taken, in order")
     self._prelisted = prelisted
@@ -361,8 +363,8 @@ class SampleImageFolder(beam.PTransform):
       listed = (
           pbegin
           | "PrelistedClasses" >> beam.Create(self._prelisted)
-          # ListedClass
-          | "Prelisted" >> beam.ParDo(PrelistedFn(len(self.class_names), run_progress)
+          # SampledClass
+          | "Prelisted" >> beam.ParDo(EmitPrelistedFn(len(self.class_names), run_progress)
                                       ).with_outputs(PROBLEMS_TAG, main="samples"))
       # (class, PartialSample); (class, (folder, reason))
       return self._to_class_samples(listed.samples, listed[PROBLEMS_TAG], capacity)

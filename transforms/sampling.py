@@ -1,4 +1,7 @@
-"""Stage 3: a seeded, deterministic per-class reservoir sample.
+"""Stage 3: a seeded, deterministic per-class reservoir sample, in Beam.
+
+The sampler itself is pure and Beam-free (transforms/bottom_k.py); this module
+holds its CombineFns and the sample's public form (`Pick`, `ClassSample`).
 
 Each file gets a priority: a keyed 128-bit BLAKE2b hash of its path relative to
 the input root, keyed by the seed. A class's sample of size k is its k files of
