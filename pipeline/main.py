@@ -119,7 +119,8 @@ def run(config: ExemplarConfig, plan: assemble.RunPlan,
     # The tree is listed on the other core while this one imports what the
     # job's first stages would import anyway (exemplar/prelist.py).
     # `with`: an import that fails or is interrupted ends the child too.
-    with prelist.start(plan.input_dir, plan.class_names, config.seed, capacity) as prelisting:
+    with prelist.start(plan.input_dir, plan.class_names, config.seed, capacity,
+                       in_process_workers(options)) as prelisting:
       prelist.import_job_libraries()
       prelisted = prelisting.result()
   p = beam.Pipeline(runner=runner, options=options)
@@ -129,6 +130,15 @@ def run(config: ExemplarConfig, plan: assemble.RunPlan,
   summary = (read_summary(plan.output_dir)
              if commit.is_finished(plan.output_dir) else None)
   return RunOutcome(state, collect_counters(result), summary)
+
+
+def in_process_workers(options: PipelineOptions) -> int:
+  """How many class folders an in-process job lists at once (its workers)."""
+  from apache_beam.options.pipeline_options import DirectOptions
+  workers = options.view_as(DirectOptions).direct_num_workers
+  if not workers:  # 0: one per core, as Beam's FnApiRunner reads it
+    return os.cpu_count() or 1
+  return max(1, workers)
 
 
 def prelist_capacity(config: ExemplarConfig, plan: assemble.RunPlan,

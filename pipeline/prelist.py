@@ -11,9 +11,11 @@ cores). The listing needs neither library, so the child does it on the other
 core while the launcher imports; the job then starts from its samples
 (`SampleImageFolder(prelisted=...)`) instead of listing again.
 
-The child is `python -P -m exemplar.prelist` (-P: the working folder, which
-may hold the user's own `exemplar` or `transforms`, is not put on sys.path;
-it starts in the folder this `exemplar` was found in).
+The child is a fresh `python -P` (-P: the working folder, which may hold the
+user's own `exemplar` or `transforms`, is not put on sys.path) that imports
+this very `exemplar` (the folder it was found in goes first on its path) and
+runs `_child`; it names the files it ran, which must be this process's.
+It stops when its launcher is gone.
 It imports neither Beam nor TensorFlow: only the walker of
 transforms/local_scan.py and the sampler of transforms/bottom_k.py, the very
 functions the job's ListAndSampleClassFn runs on local disk, so its samples,
@@ -41,14 +43,30 @@ from typing import List, Optional, Sequence, Tuple
 from exemplar.transforms import bottom_k, local_scan
 
 _LOGGER = logging.getLogger(__name__)
-# `python -m` puts its working folder first on sys.path. -P (Python 3.11+)
-# leaves it off; the folder the child starts in is where this `exemplar` was
-# found, so on 3.10 too the user's own modules cannot shadow it.
+# A fresh interpreter puts its working folder first on sys.path; -P (Python
+# 3.11+) leaves it off, and on 3.10 the child starts in _HOME, not the user's
+# folder, so the user's own modules cannot shadow exemplar's.
 _SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
 # A launcher in UTF-8 mode decodes file names as UTF-8 whatever the locale;
 # the child must too, or its sampling keys would differ.
 _SAME_MODE = ["-X", "utf8"] if sys.flags.utf8_mode else []
 _HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# -P leaves the working folder off sys.path, so starting the child in _HOME
+# pins nothing: a fresh interpreter imports whichever `exemplar` it finds
+# first (an installed one, where this process runs a vendored copy or
+# `python -m` from a folder holding one). The child puts _HOME first itself
+# (only when it is not on the path already, as site-packages is: first, it
+# would put installed backports ahead of the standard library), and says
+# which files it ran (`_code_files`), which must be this process's.
+_BOOTSTRAP = ("import sys\n"
+              "if sys.argv[1] not in sys.path: sys.path.insert(0, sys.argv[1])\n"
+              "from exemplar.prelist import _child; sys.exit(_child())")
+
+
+def _code_files() -> List[str]:
+  """The files of the code the listing runs, links resolved: the child's
+  must be this process's, or its samples could differ from the job's."""
+  return [os.path.realpath(m.__file__) for m in (sys.modules[__name__], bottom_k, local_scan)]
 
 
 class Prelisting:
@@ -76,8 +94,11 @@ class Prelisting:
       answer = pickle.loads(out)
       listed = [bottom_k.SampledClass(*row) for row in answer["classes"]]
       warnings = answer["warnings"]
+      code = answer["code"]
     except Exception as e:  # noqa: BLE001 - any garbage: list in the job
       return self._fallback(f"unreadable answer ({type(e).__name__})")
+    if code != _code_files():
+      return self._fallback(f"it ran another exemplar ({code[0]})")
     if tuple(c.class_name for c in listed) != self._classes:
       return self._fallback("it answered for other classes")
     for name, level, message in warnings:
@@ -104,15 +125,19 @@ class Prelisting:
     return None
 
 
-def start(root: str, class_names: Sequence[str], seed: int, capacity: int) -> Prelisting:
+def start(root: str, class_names: Sequence[str], seed: int, capacity: int,
+          threads: int = 1) -> Prelisting:
   """Starts listing and sampling `class_names` below the local folder `root`,
   each class's bottom-`capacity` sample under `seed`, in a child process.
   A relative `root` is taken from this process's working folder (the child
-  runs in another)."""
+  runs in another). The child lists `threads` class folders at a time (the
+  job's own worker count: on a network mount listing waits on round trips,
+  which the job's workers overlap)."""
   request = json.dumps({"root": os.path.abspath(root), "classes": list(class_names),
-                        "seed": str(seed), "capacity": capacity}).encode("utf-8")
+                        "seed": str(seed), "capacity": capacity,
+                        "threads": max(1, int(threads))}).encode("utf-8")
   try:
-    proc = subprocess.Popen([sys.executable, *_SAFE_PATH, *_SAME_MODE, "-m", "exemplar.prelist"],
+    proc = subprocess.Popen([sys.executable, *_SAFE_PATH, *_SAME_MODE, "-c", _BOOTSTRAP, _HOME],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=_HOME)
   except OSError as e:
@@ -167,12 +192,23 @@ def _child() -> int:
   logging.getLogger().addHandler(collect)
   logging.getLogger().setLevel(logging.INFO)
   root, seed, capacity = request["root"], int(request["seed"]), request["capacity"]
-  classes = [tuple(list_and_sample(root, name, seed, capacity))
-             for name in request["classes"]]
-  sys.stdout.buffer.write(pickle.dumps({"classes": classes, "warnings": collect.records},
+  threads = min(request.get("threads", 1), max(1, len(request["classes"])))
+  parent = os.getppid()
+
+  def one(name: str):
+    if os.getppid() != parent:
+      # The launcher is gone (killed, terminated): nobody will read the
+      # answer, so stop walking the tree now, not after all of it.
+      os._exit(3)
+    return tuple(list_and_sample(root, name, seed, capacity))
+
+  if threads <= 1:
+    classes = [one(name) for name in request["classes"]]
+  else:
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as pool:
+      classes = list(pool.map(one, request["classes"]))  # in the order asked
+  sys.stdout.buffer.write(pickle.dumps({"classes": classes, "warnings": collect.records,
+                                        "code": _code_files()},
                                        protocol=pickle.HIGHEST_PROTOCOL))
   return 0
-
-
-if __name__ == "__main__":
-  sys.exit(_child())

@@ -63,7 +63,7 @@ def test_the_child_imports_neither_beam_nor_tensorflow(tricky_tree):
   request = json.dumps({"root": tricky_tree, "classes": ["dog"], "seed": "3",
                         "capacity": 2}).encode()
   proc = subprocess.run([sys.executable, *prelist._SAFE_PATH, "-X", "importtime",
-                         "-m", "exemplar.prelist"],
+                         "-c", prelist._BOOTSTRAP, prelist._HOME],
                         input=request, capture_output=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
   imported = {line.split("|")[-1].strip().split(".")[0]
@@ -169,3 +169,27 @@ def test_a_launcher_that_raises_before_result_ends_the_child(tricky_tree):
     with prelist.start(tricky_tree, ["cat", "dog"], 0, 1) as prelisting:
       raise KeyboardInterrupt
   assert prelisting._proc.returncode is not None  # ended and reaped
+
+
+def test_a_child_that_ran_another_exemplar_is_not_trusted(tricky_tree, monkeypatch, caplog):
+  # The child imports the exemplar this process imported (its folder goes
+  # first on the child's sys.path) and says which files it ran: another
+  # copy's samples (other rules, other extensions) would not be the job's.
+  caplog.set_level("INFO", logger="exemplar.prelist")
+  listed = prelist.start(tricky_tree, ["cat"], 0, 1).result()
+  assert listed is not None and listed[0].seen == 11
+  monkeypatch.setattr(prelist, "_code_files", lambda: ["/elsewhere/exemplar/prelist.py"])
+  assert prelist.start(tricky_tree, ["cat"], 0, 1).result() is None
+  assert "it ran another exemplar" in caplog.text
+
+
+def test_the_child_lists_with_the_jobs_workers_in_class_order(tricky_tree):
+  classes = ["dog", "cat", "empty"]
+  one = prelist.start(tricky_tree, classes, 5, 3).result()
+  many = prelist.start(tricky_tree, classes, 5, 3, threads=4).result()
+  assert [c.class_name for c in many] == classes
+  assert [c[:4] for c in one] == [c[:4] for c in many]  # all but the times
+  options = main_module.make_pipeline_options(["--direct_num_workers", "8",
+                                                "--direct_running_mode", "multi_threading"])
+  assert main_module.in_process_workers(options) == 8
+  assert main_module.in_process_workers(main_module.make_pipeline_options([])) == 1
