@@ -24,9 +24,9 @@ run's shards then differed from an undisturbed run's.)
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import List
 
+import deflate
 import numpy as np
 
 # libdeflate level 1 (of 1-12): its fastest; higher levels cost more for a
@@ -44,10 +44,12 @@ def encoder_id() -> str:
   return f"libdeflate (deflate {metadata.version('deflate')}) level {DEFLATE_LEVEL} filter up"
 
 
-def _chunk(tag: bytes, data: bytes, crc32=zlib.crc32) -> List[bytes]:
-  """A PNG chunk as parts to join: length, type, data, CRC-32 of type + data."""
+def _chunk(tag: bytes, data) -> List[bytes]:
+  """A PNG chunk as parts to join: length, type, data (bytes-like), CRC-32
+  of type + data. libdeflate's CRC-32 is zlib's (the standard one), ~8x
+  faster on a ~90 kB IDAT: 0.004 ms against 0.03 ms of a ~1 ms encode."""
   return [struct.pack(">I", len(data)), tag, data,
-          struct.pack(">I", crc32(data, crc32(tag)))]
+          struct.pack(">I", deflate.crc32(data, deflate.crc32(tag)))]
 
 
 def filter_up(pixels: np.ndarray) -> np.ndarray:
@@ -78,8 +80,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
   Raises:
     ValueError: not a uint8 array of that shape.
   """
-  import deflate  # imported here: only the workers that encode need it
-
   if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in COLOR_TYPES:
     raise ValueError(f"encode_png takes uint8 [height, width, 1-4]; got "
                      f"{pixels.dtype} {list(pixels.shape)}")
@@ -88,7 +88,5 @@ def encode_png(pixels: np.ndarray) -> bytes:
     raise ValueError(f"encode_png takes a non-empty image; got {list(pixels.shape)}")
   header = struct.pack(">IIBBBBB", width, height, 8, COLOR_TYPES[channels], 0, 0, 0)
   idat = deflate.zlib_compress(filter_up(np.ascontiguousarray(pixels)), DEFLATE_LEVEL)
-  # libdeflate's CRC-32 (the same standard CRC as zlib's) is ~8x faster on
-  # the ~90 kB IDAT: 0.004 ms against 0.03 ms of a ~1 ms encode.
-  return b"".join([SIGNATURE, *_chunk(b"IHDR", header),
-                   *_chunk(b"IDAT", idat, deflate.crc32), *_chunk(b"IEND", b"")])
+  return b"".join([SIGNATURE, *_chunk(b"IHDR", header), *_chunk(b"IDAT", idat),
+                   *_chunk(b"IEND", b"")])
