@@ -1,15 +1,23 @@
 """Runs a command as a whole process and measures it.
 
-Wall time is from spawn to exit. Memory is polled every 50 ms over the
-process and all its descendants (Beam's multi-process workers):
-  * peak RSS: the largest sum of their resident set sizes. An upper bound:
-    pages two processes share (TensorFlow's libraries, mapped by every
-    worker) count once per process. Never lower than the kernel's own peak
-    for the single largest process (ru_maxrss from wait4), which is also kept
-    and cannot miss a short spike.
-  * peak footprint: the largest (sum of private pages + the largest shared
-    part of any one of them), from /proc/PID/smaps_rollup: shared library
-    pages counted once. Equal to RSS for a single process.
+Wall time is from spawn to exit. Memory is polled over the process and all
+its descendants (Beam's multi-process workers, exemplar's listing child):
+  * peak RSS, every 50 ms: the largest sum of their resident set sizes
+    (/proc/PID/statm, ~0.01 ms a read). An upper bound: pages two processes
+    share (TensorFlow's libraries, mapped by every worker) count once per
+    process. Never lower than the kernel's own peak for the single largest
+    process (ru_maxrss from wait4), which is also kept and cannot miss a
+    short spike.
+  * peak footprint, every 1 s: the largest (sum of private pages + the
+    largest shared part of any one of them), from /proc/PID/smaps_rollup:
+    shared library pages counted once. Equal to RSS for a single process.
+    Not read more often because the kernel walks the whole address space for
+    it (~13 ms for a process that imported TensorFlow) while holding the
+    process's memory-map lock: read every 50 ms, as it once was, it took a
+    quarter of a core and stalled the measured program's own page faults
+    (exemplar k=1: 12.2-14.3 s polled against 10.2-10.8 s unpolled; the
+    one-core bare script was hardly touched), so multi-core programs were
+    measured slower than they ran.
 Lines the program prints as `STAGE key=value ...` are parsed into a dict, so
 a benchmark program can report the time of one stage from inside.
 """
@@ -21,11 +29,12 @@ import os
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import psutil
 
 POLL_SECONDS = 0.05
+FOOTPRINT_EVERY = 20  # polls: once a second
 
 
 @dataclasses.dataclass
@@ -49,22 +58,36 @@ class Measurement:
     return None if value is None else float(value)
 
 
-def _tree_memory(process: psutil.Process) -> Tuple[int, int]:
-  """(sum of RSS, sum of private + largest shared) over the process tree."""
-  rss = private = shared = 0
+def _tree(process: psutil.Process) -> List[psutil.Process]:
   try:
-    procs = [process] + process.children(recursive=True)
+    return [process] + process.children(recursive=True)
   except psutil.Error:
-    return 0, 0
-  for proc in procs:
+    return []
+
+
+def _tree_rss(process: psutil.Process) -> int:
+  """The sum of RSS over the process tree (statm: cheap)."""
+  rss = 0
+  for proc in _tree(process):
+    try:
+      rss += proc.memory_info().rss
+    except psutil.Error:
+      continue
+  return rss
+
+
+def _tree_footprint(process: psutil.Process) -> int:
+  """Sum of private + largest shared over the process tree (smaps_rollup:
+  costly, see the module docstring)."""
+  private = shared = 0
+  for proc in _tree(process):
     try:
       info = proc.memory_full_info()  # smaps_rollup: rss, uss (private) ...
     except psutil.Error:
       continue
-    rss += info.rss
     private += info.uss
     shared = max(shared, info.rss - info.uss)
-  return rss, private + shared
+  return private + shared
 
 
 def parse_stage(stdout: str) -> Dict[str, str]:
@@ -93,10 +116,12 @@ def run(argv: Sequence[str], env: Optional[Dict[str, str]] = None,
   done = threading.Event()
 
   def poll():
+    polls = 0
     while not done.is_set():
-      rss, footprint = _tree_memory(ps)
-      peak[0] = max(peak[0], rss)
-      peak[1] = max(peak[1], footprint)
+      peak[0] = max(peak[0], _tree_rss(ps))
+      if polls % FOOTPRINT_EVERY == 0:
+        peak[1] = max(peak[1], _tree_footprint(ps))
+      polls += 1
       done.wait(POLL_SECONDS)
 
   def drain(name, stream):
