@@ -214,19 +214,23 @@ class ListAndSampleClassFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (class_name, problem))
 
 
-class EmitPrelistedFn(beam.DoFn):
-  """SampledClass -> (class, PartialSample), and (class, (folder, reason)) to
-  the 'problems' output: a class folder listed and sampled before the job
-  (exemplar.prelist), counted as ListAndSampleClassFn counts its own."""
+class PrelistedClassSampleFn(beam.DoFn):
+  """SampledClass -> ClassSample: a class folder listed and sampled before
+  the job (exemplar.prelist), counted as ListAndSampleClassFn counts its own.
+  Its sample is whole already (one listing per class), so no merge and no
+  join of problems is needed: the same ClassSample as the listing path's."""
 
-  def __init__(self, num_classes: int, run_progress: Optional[progress.Progress] = None):
+  def __init__(self, root: str, plan: SamplePlan, num_classes: int,
+               run_progress: Optional[progress.Progress] = None):
+    self._root = root
+    self._plan = plan
     self._num_classes = num_classes
     self._progress = run_progress or progress.Progress()
     self._files = Metrics.counter("exemplar", "files_listed")
     self._classes = Metrics.counter("exemplar", "classes_listed")
     self._msec = Metrics.counter("exemplar", "listing_msec")
 
-  def process(self, listed: SampledClass) -> Iterator[Tuple[str, PartialSample]]:
+  def process(self, listed: SampledClass) -> Iterator[ClassSample]:
     listed = SampledClass(*listed)
     self._files.inc(listed.seen)
     self._classes.inc()
@@ -234,9 +238,9 @@ class EmitPrelistedFn(beam.DoFn):
     self._progress.set_total("classes listed", self._num_classes)
     self._progress.tick("files listed", listed.seen)
     self._progress.tick("classes listed")
-    yield listed.class_name, PartialSample(listed.seen, list(listed.candidates))
-    for problem in listed.problems:
-      yield beam.pvalue.TaggedOutput(PROBLEMS_TAG, (listed.class_name, tuple(problem)))
+    sample = PartialSample(listed.seen, [tuple(c) for c in listed.candidates])
+    yield to_class_sample(listed.class_name, sample, self._root, self._plan, True,
+                          [tuple(p) for p in listed.problems])
 
 
 class ListAndSampleRangeFn(beam.DoFn):
@@ -360,14 +364,14 @@ class SampleImageFolder(beam.PTransform):
     # Counted per application: a second run in this process starts from zero.
     run_progress = progress.Progress()
     if self._prelisted is not None:
-      listed = (
+      return (
           pbegin
           | "PrelistedClasses" >> beam.Create(self._prelisted)
           # SampledClass
-          | "Prelisted" >> beam.ParDo(EmitPrelistedFn(len(self.class_names), run_progress)
-                                      ).with_outputs(PROBLEMS_TAG, main="samples"))
-      # (class, PartialSample); (class, (folder, reason))
-      return self._to_class_samples(listed.samples, listed[PROBLEMS_TAG], capacity)
+          | "ToClassSample" >> beam.ParDo(PrelistedClassSampleFn(
+              root, plan, len(self.class_names), run_progress))
+          # ClassSample
+      )
     listed = (
         pbegin
         | "ClassFolders" >> beam.Create(list(self.class_names))
