@@ -342,10 +342,11 @@ def render(bench: Bench, started: datetime.datetime) -> str:
       f". Load average at start/end: "
       f"{bench.load_start:.1f} / {bench.load_end:.1f} (other engineers share the cores).\n")
   add("Each row is a separate whole process: wall time from spawn to exit. Memory is "
-      "polled every 50 ms over the process and its children: *RSS* = largest sum of "
+      "polled over the process and its children: *RSS* every 50 ms = largest sum of "
       "their resident sets (counts shared library pages once per process: an upper "
-      "bound), *footprint* = largest sum of private pages + the largest shared part "
-      "(shared pages once). They are equal for one process.\n")
+      "bound), *footprint* every 1 s = largest sum of private pages + the largest "
+      "shared part (shared pages once; read less often because reading it stalls the "
+      "measured process, see benchmarks/measure.py). They are equal for one process.\n")
 
   big = f"{bench.big_files:,}-file tree"
   add(f"## 1. {big}, one image per class\n")
