@@ -185,6 +185,23 @@ def test_fn_api_runner_runs_a_pipeline_here():
                   equal_to([2, 4, 6]))
 
 
+def test_the_state_sampling_period_is_what_new_bundles_sample_at():
+  from apache_beam.runners.worker import statesampler
+  from apache_beam.utils.counters import CounterFactory
+  with private_api("apache_beam.runners.worker.statesampler.StateSampler.__init__"):
+    saved = statesampler.StateSampler.__init__.__defaults__
+    assert saved == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,)
+    try:
+      beam_internals.set_state_sampling_period(20)
+      sampler = statesampler.StateSampler("step", CounterFactory())
+      assert sampler.sampling_period_ms == 20
+      sampler.start()
+      sampler.stop()  # joins the sampler thread
+    finally:
+      statesampler.StateSampler.__init__.__defaults__ = saved
+    assert statesampler.StateSampler("step", CounterFactory()).sampling_period_ms == 200
+
+
 # --- options -------------------------------------------------------------------
 
 
