@@ -14,9 +14,8 @@ core while the launcher imports; the job then starts from its samples
 The child is a fresh `python -P` (-P: the working folder, which may hold the
 user's own `exemplar` or `transforms`, is not put on sys.path) that imports
 this very `exemplar` (the folder it was found in goes first on its path) and
-runs `_child`; it names the files it ran, which must be this process's.
-It stops when its launcher is gone.
-It imports neither Beam nor TensorFlow: only the walker of
+runs `_child`; it names the files it ran, which must be this process's, and
+it stops when its launcher is gone. It imports neither Beam nor TensorFlow: only the walker of
 transforms/local_scan.py and the sampler of transforms/bottom_k.py, the very
 functions the job's ListAndSampleClassFn runs on local disk, so its samples,
 file counts and problems are the job's. Its request (root, classes, seed,
@@ -31,6 +30,7 @@ then lists the tree itself, as it always could.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -109,9 +109,9 @@ class Prelisting:
     """Ends the child if it still runs and reaps it (idempotent): a launcher
     that raises between `start()` and `result()` leaves no child blocked on
     a full stdout pipe."""
-    if self._proc is not None and self._proc.poll() is None:
-      self._proc.kill()
     if self._proc is not None:
+      if self._proc.poll() is None:
+        self._proc.kill()
       self._proc.wait()
 
   def __enter__(self) -> "Prelisting":
@@ -202,12 +202,8 @@ def _child() -> int:
       os._exit(3)
     return tuple(list_and_sample(root, name, seed, capacity))
 
-  if threads <= 1:
-    classes = [one(name) for name in request["classes"]]
-  else:
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(threads) as pool:
-      classes = list(pool.map(one, request["classes"]))  # in the order asked
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    classes = list(pool.map(one, request["classes"]))  # in the order asked
   sys.stdout.buffer.write(pickle.dumps({"classes": classes, "warnings": collect.records,
                                         "code": _code_files()},
                                        protocol=pickle.HIGHEST_PROTOCOL))

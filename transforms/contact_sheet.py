@@ -433,16 +433,18 @@ def render_pages(cells: Iterable[Union[SheetCell, Tuple]],
   header_height = _MARGIN + header_lines * line(title_font) + 8
   return plan.num_pages, _draw_pages(
       plan, header, header_height, page_width, cell_size, cell_width, cell_height,
-      rows_by_page, title_font, name_font, small_font, show_rank, show_split)
+      rows_by_page, title_font, line(title_font), name_font, line(name_font),
+      small_font, show_rank, show_split)
 
 
 def _draw_pages(plan: Layout, header, header_height: int, page_width: int,
                 cell_size: int, cell_width: int, cell_height: int,
-                rows_by_page: Dict[int, int], title_font, name_font, small_font,
+                rows_by_page: Dict[int, int], title_font, title_line: int,
+                name_font, name_line: int, small_font,
                 show_rank: bool, show_split: bool) -> Iterator[bytes]:
-  """Draws `plan`'s pages in order; yields each as PNG bytes."""
+  """Draws `plan`'s pages in order; yields each as PNG bytes. `*_line`: the
+  height of a line of text in that font."""
   from PIL import Image, ImageDraw
-  line = lambda font: font.getbbox("Ag\u00c5y")[3] + 3  # noqa: E731
   # Drawing holds the GIL (FreeType text) and libdeflate releases it, so each
   # page is compressed on a thread while the next one is drawn (10 pages:
   # ~0.3 s less). At most two pages' pixels are alive at once.
@@ -456,14 +458,14 @@ def _draw_pages(plan: Layout, header, header_height: int, page_width: int,
       y = _MARGIN
       for text, colour in header(page_index):
         draw.text((_MARGIN, y), text, font=title_font, fill=colour)
-        y += line(title_font)
+        y += title_line
       for p in plan.placed:
         if p.page != page_index:
           continue
         x0 = _MARGIN + p.column * (cell_width + _GAP)
         y0 = header_height + p.row * (cell_height + _GAP)
         _draw_cell(sheet, draw, p, x0, y0, cell_size, cell_width, cell_height,
-                   name_font, small_font, line(name_font), show_rank, show_split)
+                   name_font, small_font, name_line, show_rank, show_split)
       if encoding is not None:
         yield encoding.result()
       # exemplar's PNG encoder (libdeflate): faster than Pillow's zlib level 1

@@ -21,8 +21,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 
 from exemplar.transforms import listing, progress, sampling, splits
-from exemplar.transforms.list_file import ListedImage
 from exemplar.transforms.bottom_k import SampledClass
+from exemplar.transforms.list_file import ListedImage
 from exemplar.transforms.sampling import ClassSample, PartialSample, Pick
 
 # The sample size of 'every file': no capacity limit.
@@ -389,16 +389,13 @@ class SampleImageFolder(beam.PTransform):
         | "ListAndSampleRange" >> beam.ParDo(
             ListAndSampleRangeFn(root, self._seed, capacity, run_progress)))
     # (class, PartialSample): one per key range
-    samples = (listed.samples, ranges) | "AllPartialSamples" >> beam.Flatten()
-    return self._to_class_samples(samples, listed[PROBLEMS_TAG], capacity)
-
-  def _to_class_samples(self, samples, problems, capacity: int):
-    """(class, PartialSample) per listing, (class, (folder, reason)) -> ClassSample."""
-    root, plan = self._input_dir, self._plan
-    merged = samples | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity))
+    merged = (
+        (listed.samples, ranges)
+        | "AllPartialSamples" >> beam.Flatten()
+        | "MergeSamples" >> beam.CombinePerKey(sampling.SeededSampleFn(capacity)))
     # (class, PartialSample): the class's candidates, best first
     return (
-        {"sample": merged, "problems": problems}
+        {"sample": merged, "problems": listed[PROBLEMS_TAG]}
         | "JoinProblems" >> beam.CoGroupByKey()
         # (class, {'sample': [PartialSample], 'problems': [(folder, reason)]})
         | "ToClassSample" >> beam.MapTuple(
