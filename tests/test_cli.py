@@ -295,3 +295,24 @@ def test_a_flag_overrides_the_config_file_across_samples_and_splits(tmp_path):
   assert parsed.splits is None and parsed.samples_per_class == 4
   with pytest.raises(UsageError, match="not both"):
     parse_args(["--samples_per_class", "4", "--splits", "train=1"])
+
+
+def test_the_command_gives_each_tf_call_one_thread_unless_the_user_chose():
+  """console_main's hook sets TF's inter- and intra-op pools to one thread
+  (the decode stage brings its own threads); a user's TF_NUM_*_THREADS, or
+  a TF already started, is left alone. Fresh interpreters: the setting is
+  process-wide and TF takes it once."""
+  script = ("import tensorflow as tf; from exemplar import main; {before}"
+            "main._one_tf_thread_per_call(); t = tf.config.threading; "
+            "print(t.get_inter_op_parallelism_threads(), "
+            "t.get_intra_op_parallelism_threads())")
+
+  def threads(before: str = "", **env) -> str:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    return subprocess.run(
+        [sys.executable, "-c", script.format(before=before)], env={**environ, **env},
+        capture_output=True, text=True, check=True).stdout.split("\n")[-2]
+
+  assert threads() == "1 1"
+  assert threads(TF_NUM_INTRAOP_THREADS="2") == "0 0"
+  assert threads(before="tf.constant(1) + 1; ") == "0 0"  # TF has started

@@ -26,6 +26,8 @@ PACKAGES = {"pipeline": "exemplar", "transforms": "exemplar.transforms",
 # Where a process-wide setting may be changed: the commands' entry points.
 CLI_FUNCTIONS = {("exemplar.main", "main"), ("exemplar.main", "configure_logging"),
                  ("exemplar.main", "console_main"),
+                 ("exemplar.main", "_settle_in_process_job"),  # console_main's hook
+                 ("exemplar.main", "_one_tf_thread_per_call"),
                  ("exemplar.inspect_cli", "main"),
                  ("exemplar.console", "quiet"),  # called by exemplar.main only
                  ("exemplar.prelist", "_child")}  # the listing child's own process
@@ -134,7 +136,8 @@ def side_effect(node: ast.AST) -> str:
                 "socket.setdefaulttimeout", "multiprocessing.set_start_method",
                 "gc.freeze", "gc.disable", "gc.set_threshold"):
       return text
-    if name.endswith(".setLevel") or name.endswith(".addHandler"):
+    if name.endswith((".setLevel", ".addHandler", "set_inter_op_parallelism_threads",
+                       "set_intra_op_parallelism_threads")):
       return text
   if isinstance(node, (ast.Assign, ast.AugAssign)):
     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
