@@ -435,6 +435,9 @@ class ImageDecoder:
     # dispatching one), once, under the lock.
     self._concrete = {}
     self._trace_lock = threading.Lock()
+    # The orientation of nearly every call, made once: a scalar tensor costs
+    # ~0.05 ms to make, a tenth of a call's own Python work.
+    self._upright = tf.constant(1, tf.int32)
     self._channels = settings.channels
     self._png = settings.image_format == "png"
     # Imported here: contact_sheet imports Beam, which the image ops do not need.
@@ -469,7 +472,8 @@ class ImageDecoder:
     tf = self._tf
     try:
       encoded, pixels, height, width = self._function(is_plain(raw[:8], self._channels))(
-          tf.constant(raw), tf.constant(orientation, tf.int32))
+          tf.constant(raw),
+          self._upright if orientation == 1 else tf.constant(orientation, tf.int32))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
             tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
             tf.errors.DataLossError) as e:
