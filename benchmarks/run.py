@@ -433,6 +433,17 @@ def render(bench: Bench, started: datetime.datetime) -> str:
         ("serialize", "tf.train.Example + TFRecord framing")):
       add(f"| {label} | {ms(name):.2f} | {ms(name) / ms('decode_resize'):.2f}x |")
     add("")
+    if "png_encode_l0_ms" in st:
+      add("`--png_compression` (libdeflate's level; the same pixels at every level), "
+          "the PNG encoder alone on the same photos:\n")
+      add("| level | ms/image | bytes/image | bytes vs level 1 |")
+      add("| ---: | ---: | ---: | ---: |")
+      for level in (0, 1, 2, 6, 12):
+        name = "png_encode" if level == 1 else f"png_encode_l{level}"
+        size, base = int(st[f"png_bytes_l{level}"]), int(st["png_bytes_l1"])
+        add(f"| {level}{' (default)' * (level == 1)} | {ms(name):.2f} | {size:,} | "
+            f"{size / base:.2f}x |")
+      add("")
 
   add("## Targets\n")
   add("| target | figure | met |")
@@ -452,6 +463,14 @@ def render(bench: Bench, started: datetime.datetime) -> str:
       add(f"| exemplar all >= 90% of the tf.data floor's throughput | {get(key).label} vs "
           f"{get(floor_key).label}: {r * 100:.0f}% ({secs(key):.1f} s vs "
           f"{secs(floor_key):.1f} s) | {_yes(r >= 0.9)} |")
+  ops = get("ops")
+  if ops and ops.m.ok and "png_encode_l0_ms" in ops.m.stage:
+    st = ops.m.stage
+    for name, label in (("png_encode", "default, --png_compression 1"),
+                        ("png_encode_l0", "--png_compression 0, stored")):
+      value = float(st[name + "_ms"])
+      add(f"| PNG encode < 1 ms per 256x256 RGB image, one core | {label}: "
+          f"{value:.2f} ms | {_yes(value < 1)} |")
   best_ex = _best(bench, "exemplar", "exemplar_mp")
   for base_key, base_label in (("glob", "verbatim"), ("glob_stack", "with np.stack fix")):
     if best_ex and secs(base_key):

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from exemplar.transforms import beam_internals
+from exemplar.transforms import beam_internals, png_encoder
 from exemplar.transforms import splits as split_specs
 from exemplar.transforms.decoding import COLOR_MODES, IMAGE_FORMATS, INTERPOLATIONS, ImageSettings
 from exemplar.transforms.sample_images import DEFAULT_SPARES, check_sample_args
@@ -76,6 +76,8 @@ class ExemplarConfig:
         "crop_to_aspect_ratio": self.image.crop_to_aspect_ratio,
         "color_mode": self.image.color_mode,
         "image_format": self.image.image_format,
+        "jpeg_quality": self.image.jpeg_quality,
+        "png_compression": self.image.png_compression,
         "class_names": list(self.class_names) if self.class_names else None,
         "num_shards": self.num_shards,
         "spares": self.spares,
@@ -119,6 +121,12 @@ def _add_exemplar_args(parser) -> None:
   add("--color_mode", default="rgb", help="rgb, grayscale or rgba.")
   add("--image_format", default="png",
       help="Stored encoding: png (lossless, default) or jpeg.")
+  add("--jpeg_quality", default="95",
+      help="With --image_format jpeg: tf.io.encode_jpeg's quality, 0-100 (default 95).")
+  add("--png_compression", default=str(png_encoder.DEFLATE_LEVEL),
+      help="With --image_format png: libdeflate's level, 0 (stored: fastest, ~2.2x "
+           "the bytes) to 12 (smallest, slowest); default %(default)s (~1 ms per "
+           "256x256 image).")
   add("--class_names", default=None,
       help='Comma-separated classes to keep, in label order (default: all, sorted); '
            'one CSV record: quote a name holding a comma, as a,"b,c",d.')
@@ -462,7 +470,10 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
       image=ImageSettings(
           height=height, width=width, interpolation=interpolation,
           crop_to_aspect_ratio=_bool("crop_to_aspect_ratio", args.crop_to_aspect_ratio),
-          color_mode=color_mode, image_format=image_format),
+          color_mode=color_mode, image_format=image_format,
+          jpeg_quality=_int("jpeg_quality", args.jpeg_quality, 0, 100),
+          png_compression=_int("png_compression", args.png_compression, 0,
+                               png_encoder.MAX_LEVEL)),
       class_names=class_names,
       num_shards=num_shards,
       spares=_int("spares", args.spares, 0, 10000),

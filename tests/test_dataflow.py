@@ -136,7 +136,8 @@ SAMPLE_VALUES = {
     "input_dir": "gs://bucket/images", "output_dir": "gs://bucket/out",
     "samples_per_class": "2", "seed": "7", "image_size": "24x32",
     "interpolation": "bicubic", "crop_to_aspect_ratio": "true",
-    "color_mode": "rgb", "image_format": "png", "class_names": "ant,bee",
+    "color_mode": "rgb", "image_format": "png", "jpeg_quality": "90",
+    "png_compression": "0", "class_names": "ant,bee",
     "num_shards": "2", "spares": "1", "overwrite": "false"}
 
 

@@ -96,3 +96,30 @@ def test_every_file_mode_is_byte_identical_across_runners_and_shard_counts(tmp_p
   labels = sorted(int(label) for _, label in load_dataset(
       outputs["inproc"], batch_size=None, shuffle=False, dtype="uint8", verbose=False))
   assert labels == [0] * 7 + [1] * 5 + [2] * 9
+
+
+def test_png_compression_and_jpeg_quality_change_size_not_what_is_read(small_tree, tmp_path):
+  """--png_compression 0 stores the same pixels in more bytes; --jpeg_quality
+  changes the JPEG's size; summary.json records both settings."""
+  from exemplar import load_dataset
+
+  def run(name, *flags):
+    out = str(tmp_path / name)
+    assert run_cli(["--input_dir", small_tree, "--output_dir", out,
+                    "--samples_per_class", "2", "--image_size", "40", "40", *flags]) == 0
+    ds = load_dataset(out, batch_size=None, shuffle=False, dtype="uint8", verbose=False)
+    pixels = [image.numpy() for image, _ in ds]
+    stored = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
+                 if ".tfrecord-" in f)
+    config = json.load(open(os.path.join(out, "summary.json")))["config"]
+    return pixels, stored, config
+
+  default, default_bytes, config = run("default")
+  assert (config["png_compression"], config["jpeg_quality"]) == (1, 95)
+  stored, stored_bytes, config = run("stored", "--png_compression", "0")
+  assert config["png_compression"] == 0
+  assert all(np.array_equal(a, b) for a, b in zip(default, stored, strict=True))
+  assert stored_bytes > 1.3 * default_bytes
+  _, fine_bytes, _ = run("fine", "--image_format", "jpeg")
+  _, coarse_bytes, config = run("coarse", "--image_format", "jpeg", "--jpeg_quality", "20")
+  assert config["jpeg_quality"] == 20 and coarse_bytes < 0.8 * fine_bytes

@@ -83,6 +83,10 @@ def test_bad_arguments_are_refused_when_built(tree, tmp_path):
     exemplar.WriteDataset(str(tmp_path / "o"), image_size=(0, 5))
   with pytest.raises(ValueError, match="color_mode"):
     exemplar.WriteDataset(str(tmp_path / "o"), color_mode="cmyk")
+  with pytest.raises(ValueError, match="png_compression"):
+    exemplar.WriteDataset(str(tmp_path / "o"), png_compression=13)
+  with pytest.raises(ValueError, match="jpeg_quality"):
+    exemplar.WriteDataset(str(tmp_path / "o"), image_format="jpeg", jpeg_quality=1.5)
   with pytest.raises(exemplar.ListingError):
     exemplar.SampleImageFolder(str(tmp_path / "missing"))
   with pytest.raises(exemplar.ListingError):

@@ -117,3 +117,25 @@ def test_the_decoder_stores_png_from_this_encoder():
                   .filter(lambda s: s[2] <= 4)))
 def test_any_small_image_round_trips(pixels):
   np.testing.assert_array_equal(_tf_decode(png_encoder.encode_png(pixels)), pixels)
+
+
+def test_every_level_round_trips_and_trades_time_for_bytes(images):
+  """Level 0 stores (about the raw size), higher levels are never larger on
+  a photo; every level decodes to the exact pixels and is deterministic."""
+  photo = images[0]
+  sizes = {}
+  for level in (0, 1, 2, 6, png_encoder.MAX_LEVEL):
+    data = png_encoder.encode_png(photo, level)
+    np.testing.assert_array_equal(_tf_decode(data), photo)
+    np.testing.assert_array_equal(_pil_decode(data, photo.shape), photo)
+    assert data == png_encoder.encode_png(photo.copy(), level)
+    sizes[level] = len(data)
+  assert sizes[0] > photo.size  # stored: the rows, their filter bytes, framing
+  assert sizes[0] > 1.5 * sizes[1] >= 1.5 * sizes[6] >= 1.5 * sizes[png_encoder.MAX_LEVEL]
+  assert png_encoder.encoder_id(0) != png_encoder.encoder_id()
+
+
+@pytest.mark.parametrize("level", [-1, png_encoder.MAX_LEVEL + 1])
+def test_a_level_outside_libdeflates_is_a_value_error(images, level):
+  with pytest.raises(ValueError, match="level is 0 to 12"):
+    png_encoder.encode_png(images[0], level)

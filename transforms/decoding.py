@@ -47,7 +47,8 @@ class ImageSettings:
   crop_to_aspect_ratio: bool = False
   color_mode: str = "rgb"
   image_format: str = "png"
-  jpeg_quality: int = 95
+  jpeg_quality: int = 95  # tf.io.encode_jpeg's quality, 0-100
+  png_compression: int = png_encoder.DEFLATE_LEVEL  # libdeflate's level, 0-12
 
   @property
   def channels(self) -> int:
@@ -325,7 +326,7 @@ def encode(pixels, settings: ImageSettings) -> bytes:
   `tf.io.encode_png`'s zlib at about the same size); JPEG through TF.
   """
   if settings.image_format == "png":
-    return png_encoder.encode_png(np.asarray(pixels))
+    return png_encoder.encode_png(np.asarray(pixels), settings.png_compression)
   return encode_jpeg(pixels, settings).numpy()
 
 
@@ -440,6 +441,7 @@ class ImageDecoder:
     self._upright = tf.constant(1, tf.int32)
     self._channels = settings.channels
     self._png = settings.image_format == "png"
+    self._png_compression = settings.png_compression
     # Imported here: contact_sheet imports Beam, which the image ops do not need.
     from exemplar.transforms.contact_sheet import thumbnail_jpeg
     self._thumbnail_jpeg = thumbnail_jpeg
@@ -480,7 +482,7 @@ class ImageDecoder:
       return f"cannot decode: {tf_error_reason(e.message)}"
     pixels = pixels.numpy()
     if self._png:
-      encoded = png_encoder.encode_png(pixels)
+      encoded = png_encoder.encode_png(pixels, self._png_compression)
     else:
       encoded = encoded.numpy()
     thumbnail = (self._thumbnail_jpeg(pixels, thumbnail_size)

@@ -420,7 +420,8 @@ class DecodeAndWriteShard(beam.DoFn):
 
   def _shard_key(self, name: str, tasks: Sequence[DecodeTask]) -> str:
     """Everything that fixes a shard's bytes, hashed."""
-    encoder = png_encoder.encoder_id() if self._settings.image_format == "png" else "tf"
+    encoder = (png_encoder.encoder_id(self._settings.png_compression)
+               if self._settings.image_format == "png" else "tf")
     text = repr((name, [tuple(t) for t in tasks], repr(self._settings), encoder,
                  self._max_pixels,
                  self._exif_transpose, self._seed, self._sheet_per_class,

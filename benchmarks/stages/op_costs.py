@@ -14,8 +14,11 @@ thread, after one warm-up call of each (TF tracing outside the timing):
   thumbnail       the contact-sheet thumbnail of the stored pixels (JPEG)
   sha256          the source file's hash (in the manifest)
   serialize       tf.train.Example + TFRecord framing of the stored PNG
+  png_encode_lN   the PNG encoder at `--png_compression N` (N = 0, 2, 6, 12;
+                  png_encode is the default, 1), with png_bytes_lN the mean
+                  size of the photos' PNGs at that level
 
-Prints `STAGE name_ms=...` (milliseconds per image).
+Prints `STAGE name_ms=... png_bytes_lN=...` (milliseconds, bytes per image).
 """
 
 import argparse
@@ -23,7 +26,8 @@ import hashlib
 import os
 import time
 
-from exemplar.transforms import contact_sheet, decode_tasks, decoding, listing, writing
+from exemplar.transforms import (contact_sheet, decode_tasks, decoding, listing, png_encoder,
+                                 writing)
 
 
 def per_image_ms(function, inputs) -> float:
@@ -82,8 +86,16 @@ def main() -> None:
           lambda _: list(writing.tfrecord_bytes(
               [writing.serialize_example(image, settings)])), raws),
   }
-  print("STAGE images=%d %s" % (len(raws), " ".join(
-      f"{name}_ms={value:.3f}" for name, value in figures.items())))
+  sizes = {}
+  for level in (0, 2, 6, 12):
+    figures[f"png_encode_l{level}"] = per_image_ms(
+        lambda p: png_encoder.encode_png(p, level), pixels)
+  for level in (0, 1, 2, 6, 12):
+    sizes[f"png_bytes_l{level}"] = round(
+        sum(len(png_encoder.encode_png(p, level)) for p in pixels) / len(pixels))
+  print("STAGE images=%d %s %s" % (len(raws), " ".join(
+      f"{name}_ms={value:.3f}" for name, value in figures.items()), " ".join(
+      f"{name}={value}" for name, value in sizes.items())))
 
 
 if __name__ == "__main__":
