@@ -91,11 +91,17 @@ def sizes_under(folder: str) -> Dict[str, int]:
       if not blob.name.endswith("/"):  # a 'folder' placeholder object
         found[f"gs://{bucket}/{blob.name}"] = int(blob.size or 0)
     return found
-  prefix = folder + "/"
-  for metadata in FileSystems.match([escape_glob(prefix) + "**"])[0].metadata_list:
-    if metadata.path.startswith(prefix):
-      found[metadata.path] = metadata.size_in_bytes
+  for metadata in match_below(folder + "/"):
+    found[metadata.path] = metadata.size_in_bytes
   return found
+
+
+def match_below(prefix: str) -> List:
+  """Beam FileMetadata of every file whose path starts with `prefix` (a
+  folder's path ending in '/'), literally: Beam's FileSystems.match reads
+  '[', '*' and '?' in a path as a pattern, so they are escaped."""
+  return [metadata for metadata in FileSystems.match([escape_glob(prefix) + "**"])[0].metadata_list
+          if metadata.path.startswith(prefix)]
 
 
 def files_under(folder: str) -> List[str]:

@@ -69,8 +69,7 @@ def _gcs_entries(root: str, class_name: str) -> Iterator[Tuple[str, int, int]]:
 
 def _other_entries(root: str, class_name: str) -> Iterator[Tuple[str, int, int]]:
   prefix = root.rstrip("/") + "/"
-  escaped = "".join(f"[{c}]" if c in "[*?" else c for c in class_name)
-  for m in FileSystems.match([prefix + escaped + "/**"])[0].metadata_list:
+  for m in fileio.match_below(prefix + class_name + "/"):
     relative = m.path[len(prefix):]
     if listing._is_visible_image(relative):
       yield relative, int(m.size_in_bytes), int((m.last_updated_in_seconds or 0) * 1e9)

@@ -179,7 +179,7 @@ def _remote_class_folders(root: str) -> List[str]:
       names = {n for n in names if n and not is_skipped_folder(n)}
       outputs = _gcs_output_folders(client, bucket, blob_prefix, sorted(names))
     else:
-      for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
+      for metadata in fileio.match_below(prefix):
         relative = metadata.path[len(prefix):]
         if "/" in relative:
           name, below = relative.split("/", 1)
@@ -209,8 +209,8 @@ def walk_class_folder(root: str, class_name: str,
 
 
 def _walk_remote(root: str, class_name: str) -> Iterator[str]:
-  """The class's image objects, by a plain prefix listing: a class name with
-  glob characters ('[', '*', '?') lists only its own objects."""
+  """The class's image objects, by a plain prefix listing: a root or class
+  name with glob characters ('[', '*', '?') lists only its own objects."""
   prefix = root.rstrip("/") + "/"
   if FileSystems.get_scheme(prefix) == "gs":
     # Names only, streamed page by page: no per-object metadata, no set of
@@ -220,9 +220,7 @@ def _walk_remote(root: str, class_name: str) -> Iterator[str]:
         gcs.bucket, prefix=gcs.class_prefix, fields="items(name),nextPageToken")
     relatives = (blob.name[len(gcs.blob_prefix):] for blob in blobs)
   else:
-    escaped = "".join(f"[{c}]" if c in "[*?" else c for c in class_name)
-    relatives = (m.path[len(prefix):] for m in
-                 FileSystems.match([prefix + escaped + "/**"])[0].metadata_list)
+    relatives = (m.path[len(prefix):] for m in fileio.match_below(prefix + class_name + "/"))
   return (relative for relative in relatives if _is_visible_image(relative))
 
 
