@@ -60,3 +60,24 @@ def test_tfdata_floor_writes_every_image_readably(tree, tmp_path, image_format):
 def test_bare_glob_script_loads_one_image_per_class(tree, tmp_path):
   st = stage([os.path.join(BENCH, "baselines", "glob_bare.py"), tree], str(tmp_path))
   assert int(st["images"]) == 3
+
+
+def test_run_phases_clocks_a_whole_all_run(tree, tmp_path):
+  out = str(tmp_path / "out")
+  st = stage([os.path.join(BENCH, "stages", "run_phases.py"), "--input_dir", tree,
+              "--output_dir", out, "--samples_per_class", "all", "--num_shards", "2"],
+             str(tmp_path))
+  assert int(st["shards"]) == 2
+  phases = [float(st[k]) for k in ("imports", "build", "to_decode", "decode", "sheet", "after")]
+  assert all(p >= 0 for p in phases) and float(st["imports"]) > 0.5  # TF was imported
+  assert abs(sum(phases) - float(st["total"])) < 0.5  # the phases cover the run
+  assert os.path.exists(os.path.join(out, "_SUCCESS"))
+
+
+def test_op_costs_times_every_op_and_png_level(tree, tmp_path):
+  st = stage([os.path.join(BENCH, "stages", "op_costs.py"), tree, "--limit", "8"], str(tmp_path))
+  assert int(st["images"]) == 8
+  for name in ("decode_resize", "stored_png", "png_encode", "png_encode_l0", "png_encode_l12",
+               "serialize"):
+    assert float(st[name + "_ms"]) > 0
+  assert int(st["png_bytes_l0"]) > int(st["png_bytes_l1"]) >= int(st["png_bytes_l12"])
