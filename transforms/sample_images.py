@@ -168,6 +168,29 @@ def to_class_sample(class_name: str, sample: PartialSample, root: str,
                      tuple((s.name, s.count) for s in plan.specs))
 
 
+class _ClassCounts:
+  """What each listed class adds to the run's counters and progress lines,
+  wherever it was listed (in the job, or before it by exemplar.prelist)."""
+
+  def __init__(self, num_classes: Optional[int],
+               run_progress: Optional[progress.Progress]):
+    self._num_classes = num_classes
+    # This run's progress totals (a new run's own when not given).
+    self._progress = run_progress or progress.Progress()
+    self._files = Metrics.counter("exemplar", "files_listed")
+    self._classes = Metrics.counter("exemplar", "classes_listed")
+    self._msec = Metrics.counter("exemplar", "listing_msec")
+
+  def listed(self, files: int, msec: int) -> None:
+    self._files.inc(files)
+    self._classes.inc()
+    self._msec.inc(msec)
+    if self._num_classes is not None:
+      self._progress.set_total("classes listed", self._num_classes)
+    self._progress.tick("files listed", files)
+    self._progress.tick("classes listed")
+
+
 class ListAndSampleClassFn(beam.DoFn):
   """class name -> (class, PartialSample): lists one class folder and samples
   it right there, so per-file elements never cross a Beam boundary.
@@ -182,31 +205,20 @@ class ListAndSampleClassFn(beam.DoFn):
                remote: listing.RemoteListing = listing.RemoteListing(),
                num_classes: Optional[int] = None,
                run_progress: Optional[progress.Progress] = None):
-    self._num_classes = num_classes
-    # This run's progress totals (a new run's own when not given).
-    self._progress = run_progress or progress.Progress()
+    self._counts = _ClassCounts(num_classes, run_progress)
     self._input_dir = input_dir
     self._seed = seed
     self._capacity = capacity
     self._remote = remote
-    self._files = Metrics.counter("exemplar", "files_listed")
-    self._classes = Metrics.counter("exemplar", "classes_listed")
     self._ranges = Metrics.counter("exemplar", "key_ranges_split_off")
-    self._msec = Metrics.counter("exemplar", "listing_msec")
 
   def process(self, class_name: str) -> Iterator[Tuple[str, PartialSample]]:
     started = time.monotonic()
     problems: List[Tuple[str, str]] = []
     listed = listing.ClassListing(self._input_dir, class_name, problems, self._remote)
     sample = sampling.sample_paths(listed, self._seed, self._capacity)
-    self._files.inc(sample.seen)
-    self._classes.inc()
     self._ranges.inc(len(listed.rest))
-    self._msec.inc(int((time.monotonic() - started) * 1000))
-    if self._num_classes is not None:
-      self._progress.set_total("classes listed", self._num_classes)
-    self._progress.tick("files listed", sample.seen)
-    self._progress.tick("classes listed")
+    self._counts.listed(sample.seen, int((time.monotonic() - started) * 1000))
     yield class_name, sample
     for key_range in listed.rest:
       yield beam.pvalue.TaggedOutput(RANGES_TAG, key_range)
@@ -224,20 +236,11 @@ class PrelistedClassSampleFn(beam.DoFn):
                run_progress: Optional[progress.Progress] = None):
     self._root = root
     self._plan = plan
-    self._num_classes = num_classes
-    self._progress = run_progress or progress.Progress()
-    self._files = Metrics.counter("exemplar", "files_listed")
-    self._classes = Metrics.counter("exemplar", "classes_listed")
-    self._msec = Metrics.counter("exemplar", "listing_msec")
+    self._counts = _ClassCounts(num_classes, run_progress)
 
   def process(self, listed: SampledClass) -> Iterator[ClassSample]:
     listed = SampledClass(*listed)
-    self._files.inc(listed.seen)
-    self._classes.inc()
-    self._msec.inc(listed.listing_msec)
-    self._progress.set_total("classes listed", self._num_classes)
-    self._progress.tick("files listed", listed.seen)
-    self._progress.tick("classes listed")
+    self._counts.listed(listed.seen, listed.listing_msec)
     sample = PartialSample(listed.seen, [tuple(c) for c in listed.candidates])
     yield to_class_sample(listed.class_name, sample, self._root, self._plan, True,
                           [tuple(p) for p in listed.problems])
