@@ -55,6 +55,7 @@ def test_jpeg_size_claims_nothing_it_cannot_walk_to_a_scan():
   assert headers.jpeg_size(raw[:sos]) is None          # ends before the scan
   assert headers.jpeg_size(raw[:6]) is None            # ends inside a segment
   assert headers.jpeg_size(raw[:2] + b"junk" + raw[2:]) is None
+  assert headers.jpeg_size(raw[:2] + b"\xff\x00\x00\x04" + raw[2:]) is None
   assert headers.jpeg_size(b"\xff\xd8\xff\xda\x00\x08" + b"\0" * 8) is None  # no frame
   assert headers.jpeg_size(b"\x89PNG") is None
   # A lying frame header still gives its claim: that is what max_pixels checks.
@@ -75,3 +76,23 @@ def test_png_size_is_pillows_and_needs_the_ihdr_first():
   text = b"tEXt" + b"k\0v"
   chunk = struct.pack(">I", 3) + text + struct.pack(">I", zlib.crc32(text))
   assert headers.png_size(raw[:8] + chunk + raw[8:]) is None  # IHDR not first
+
+
+def test_jpeg_size_is_not_led_past_the_frame_by_a_stuffed_zero():
+  """FF 00 between segments is junk to libjpeg and Pillow, which scan on to
+  the next marker; read as a segment's length it could skip the real frame
+  header and land on a small one hidden in an APP1 payload: --max_pixels
+  would let a large image through."""
+  raw = _encoded(Image.new("RGB", (2000, 3000)), "JPEG", quality=50)
+  body = raw[2:]
+  position = 0
+  while body[position + 1] != 0xC4:  # the segments before the first DHT
+    position += 2 + int.from_bytes(body[position + 2:position + 4], "big")
+  fake = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, 10, 10, 3) + bytes(
+      [1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1])
+  skip = b"\xff\xe2" + struct.pack(">H", 2 + position)
+  app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(fake) + len(skip))
+  crafted = b"\xff\xd8" + b"\xff\x00\x00\x06" + app1 + fake + skip + body
+  assert _pillow_size(crafted) == (3000, 2000)
+  assert headers.jpeg_size(crafted) is None
+  assert headers.header_size(crafted) == (3000, 2000)

@@ -127,6 +127,13 @@ def jpeg_size(raw: bytes) -> Optional[Tuple[int, int]]:
     if marker in _JPEG_STANDALONE:
       position += 2
       continue
+    if marker < 0xC0:
+      # Not a marker with a length: FF 00 is a stuffed zero, which libjpeg
+      # (TF's decoder) and Pillow skip as junk while they look on for the
+      # next marker, and 02-BF are reserved. Reading a length here would walk
+      # a different path from theirs (past the frame header they read):
+      # Pillow judges it.
+      return None
     length = int.from_bytes(raw[position + 2:position + 4], "big")
     if length < 2 or position + 2 + length > end:
       return None
