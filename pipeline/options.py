@@ -438,6 +438,8 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
     raise UsageError(f"--image_format must be png or jpeg; got {args.image_format!r}")
   if image_format == "jpeg" and color_mode == "rgba":
     raise UsageError("--image_format jpeg cannot store --color_mode rgba; use png")
+  jpeg_quality = _int("jpeg_quality", args.jpeg_quality, 0, 100)
+  png_compression = _int("png_compression", args.png_compression, 0, png_encoder.MAX_LEVEL)
   class_names = None
   if isinstance(args.class_names, tuple):  # a config file's list: kept exactly
     class_names = args.class_names or None
@@ -471,9 +473,10 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
           height=height, width=width, interpolation=interpolation,
           crop_to_aspect_ratio=_bool("crop_to_aspect_ratio", args.crop_to_aspect_ratio),
           color_mode=color_mode, image_format=image_format,
-          jpeg_quality=_int("jpeg_quality", args.jpeg_quality, 0, 100),
-          png_compression=_int("png_compression", args.png_compression, 0,
-                               png_encoder.MAX_LEVEL)),
+          # Checked always; kept only for its format (write_dataset.check_image_settings).
+          jpeg_quality=(jpeg_quality if image_format == "jpeg" else ImageSettings.jpeg_quality),
+          png_compression=(png_compression if image_format == "png"
+                           else ImageSettings.png_compression)),
       class_names=class_names,
       num_shards=num_shards,
       spares=_int("spares", args.spares, 0, 10000),

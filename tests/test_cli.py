@@ -319,3 +319,15 @@ def test_the_command_gives_each_tf_call_one_thread_unless_the_user_chose():
   assert threads() == "1 1"
   assert threads(TF_NUM_INTRAOP_THREADS="2") == "0 0"
   assert threads(before="tf.constant(1) + 1; ") == "0 0"  # TF has started
+
+
+def test_the_other_formats_setting_is_checked_but_changes_nothing():
+  """--png_compression with jpeg (or --jpeg_quality with png) writes the same
+  bytes, so it is kept at its default: the resume keys and the config
+  fingerprint (--skip_if_unchanged) do not move."""
+  jpeg, _ = parse_args(["--image_format", "jpeg", "--png_compression", "5"])
+  assert jpeg.image == parse_args(["--image_format", "jpeg"])[0].image
+  png, _ = parse_args(["--jpeg_quality", "20"])
+  assert png.image == parse_args([])[0].image
+  with pytest.raises(UsageError, match="--png_compression"):
+    parse_args(["--image_format", "jpeg", "--png_compression", "13"])

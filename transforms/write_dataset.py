@@ -108,10 +108,16 @@ def check_image_settings(image_size: Sequence[int], interpolation: str,
   if not (_is_int(png_compression) and 0 <= png_compression <= png_encoder.MAX_LEVEL):
     raise ValueError(f"png_compression must be an int from 0 to {png_encoder.MAX_LEVEL}, "
                      f"got {png_compression!r}")
+  # The other format's setting is kept at its default: it changes no byte,
+  # so it must not change the resume keys or the config fingerprint.
+  defaults = ImageSettings()
   return ImageSettings(height=height, width=width, interpolation=interpolation,
                        crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
                        color_mode=color_mode, image_format=image_format,
-                       jpeg_quality=int(jpeg_quality), png_compression=int(png_compression))
+                       jpeg_quality=(int(jpeg_quality) if image_format == "jpeg"
+                                     else defaults.jpeg_quality),
+                       png_compression=(int(png_compression) if image_format == "png"
+                                        else defaults.png_compression))
 
 
 @beam.typehints.with_input_types(ClassSample)
@@ -137,7 +143,8 @@ class WriteDataset(beam.PTransform):
     interpolation, crop_to_aspect_ratio, color_mode: as Keras's
       `image_dataset_from_directory` ('bilinear', False, 'rgb').
     image_format: stored encoding, 'png' (lossless) or 'jpeg'.
-    jpeg_quality: with 'jpeg', `tf.io.encode_jpeg`'s quality (0-100).
+    jpeg_quality: with 'jpeg', `tf.io.encode_jpeg`'s quality (0-100); each
+      of these two is checked, and kept at its default for the other format.
     png_compression: with 'png', libdeflate's level: 0 (stored, ~0.05 ms
       and ~2.2x the bytes of 1 on a 256x256 photo), 1 (default, ~1 ms) to
       12 (~13% smaller than 1, ~40x its time); README's Performance section.
