@@ -136,9 +136,19 @@ def size(path: str) -> int:
 
 def absolute(path: str) -> str:
   """A local path made absolute (symbolic links kept), without a trailing
-  separator; any other URI without its trailing '/' (kept for 'gs://b/')."""
+  separator; any other URI without its trailing '/' (kept for 'gs://b/').
+
+  A '..' is resolved as the OS resolves it: after the links before it
+  ('link/../out' is the link target's sibling 'out', where the shell's `ls`
+  finds it, not './out', which `os.path.abspath`'s string rule gives).
+  """
   if is_local(path):
-    return os.path.abspath(os.path.expanduser(path))
+    parts = os.path.expanduser(path).split(os.sep)
+    if ".." not in parts:
+      return os.path.abspath(os.sep.join(parts))
+    last = len(parts) - 1 - parts[::-1].index("..")
+    head = os.path.realpath(os.sep.join(parts[:last + 1]) or os.sep)
+    return os.path.abspath(os.path.join(head, *parts[last + 1:]))
   stripped = path.rstrip("/")
   return path if stripped.endswith(":") or stripped.endswith(":/") else stripped
 
