@@ -121,9 +121,9 @@ def _add_exemplar_args(parser) -> None:
   add("--color_mode", default="rgb", help="rgb, grayscale or rgba.")
   add("--image_format", default="png",
       help="Stored encoding: png (lossless, default) or jpeg.")
-  add("--jpeg_quality", default="95",
+  add("--jpeg_quality", default=str(ImageSettings.jpeg_quality),
       help="With --image_format jpeg: tf.io.encode_jpeg's quality, 0-100 (default 95).")
-  add("--png_compression", default=str(png_encoder.DEFLATE_LEVEL),
+  add("--png_compression", default=str(ImageSettings.png_compression),
       help="With --image_format png: libdeflate's level, 0 (stored: fastest, ~2.2x "
            "the bytes) to 12 (smallest, slowest); default %(default)s (~1 ms per "
            "256x256 image).")
@@ -473,10 +473,7 @@ def validate(args: argparse.Namespace) -> ExemplarConfig:
           height=height, width=width, interpolation=interpolation,
           crop_to_aspect_ratio=_bool("crop_to_aspect_ratio", args.crop_to_aspect_ratio),
           color_mode=color_mode, image_format=image_format,
-          # Checked always; kept only for its format (write_dataset.check_image_settings).
-          jpeg_quality=(jpeg_quality if image_format == "jpeg" else ImageSettings.jpeg_quality),
-          png_compression=(png_compression if image_format == "png"
-                           else ImageSettings.png_compression)),
+          ).encoding(jpeg_quality, png_compression),
       class_names=class_names,
       num_shards=num_shards,
       spares=_int("spares", args.spares, 0, 10000),

@@ -58,6 +58,18 @@ class ImageSettings:
   def shape(self) -> Tuple[int, int, int]:
     return (self.height, self.width, self.channels)
 
+  def encoding(self, jpeg_quality: int, png_compression: int) -> "ImageSettings":
+    """These settings with the format's own encoder setting, and the other
+    format's at its default: that one changes no byte, so it must not change
+    the resume keys or the config fingerprint. Values are checked by the
+    caller (options.validate, write_dataset.check_image_settings)."""
+    defaults = ImageSettings()
+    return dataclasses.replace(
+        self,
+        jpeg_quality=jpeg_quality if self.image_format == "jpeg" else defaults.jpeg_quality,
+        png_compression=(png_compression if self.image_format == "png"
+                         else defaults.png_compression))
+
 
 def decode_and_resize(image_bytes, settings: ImageSettings, orientation=None,
                       plain: bool = False):

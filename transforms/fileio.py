@@ -143,9 +143,10 @@ def absolute(path: str) -> str:
   finds it, not './out', which `os.path.abspath`'s string rule gives).
   """
   if is_local(path):
-    parts = os.path.expanduser(path).split(os.sep)
+    expanded = os.path.expanduser(path)
+    parts = expanded.split(os.sep)
     if ".." not in parts:
-      return os.path.abspath(os.sep.join(parts))
+      return os.path.abspath(expanded)
     last = len(parts) - 1 - parts[::-1].index("..")
     head = os.path.realpath(os.sep.join(parts[:last + 1]) or os.sep)
     return os.path.abspath(os.path.join(head, *parts[last + 1:]))

@@ -31,8 +31,9 @@ import numpy as np
 
 # libdeflate's levels: 0 stores the rows uncompressed, 1 (the default) is its
 # fastest compressing level, 12 its smallest. On 256x256 RGB photos, one
-# core (benchmarks/png_encoders.md): 0: 0.05 ms, 197 kB; 1: 0.97 ms, 89 kB;
-# 2: 1.4 ms, 84 kB; 6: 2.7 ms, 82 kB; 9: 10 ms, 81 kB; 12: 38 ms, 77 kB.
+# core (benchmarks/stages/op_costs.py; benchmarks/results.md, section 5):
+# 0: 0.04 ms, 197 kB; 1: 1.00 ms, 89 kB; 2: 1.5 ms, 84 kB; 6: 2.9 ms, 82 kB;
+# 12: 39 ms, 77 kB.
 DEFLATE_LEVEL = 1
 MAX_LEVEL = 12
 SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -84,8 +84,9 @@ def _is_int(value) -> bool:
 
 def check_image_settings(image_size: Sequence[int], interpolation: str,
                          crop_to_aspect_ratio: bool, color_mode: str,
-                         image_format: str, jpeg_quality: int = 95,
-                         png_compression: int = png_encoder.DEFLATE_LEVEL) -> ImageSettings:
+                         image_format: str,
+                         jpeg_quality: int = ImageSettings.jpeg_quality,
+                         png_compression: int = ImageSettings.png_compression) -> ImageSettings:
   """Validates Keras-style image arguments; raises ValueError naming the bad one."""
   if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
       or not all(_is_int(side) for side in image_size)):
@@ -108,16 +109,10 @@ def check_image_settings(image_size: Sequence[int], interpolation: str,
   if not (_is_int(png_compression) and 0 <= png_compression <= png_encoder.MAX_LEVEL):
     raise ValueError(f"png_compression must be an int from 0 to {png_encoder.MAX_LEVEL}, "
                      f"got {png_compression!r}")
-  # The other format's setting is kept at its default: it changes no byte,
-  # so it must not change the resume keys or the config fingerprint.
-  defaults = ImageSettings()
   return ImageSettings(height=height, width=width, interpolation=interpolation,
                        crop_to_aspect_ratio=bool(crop_to_aspect_ratio),
                        color_mode=color_mode, image_format=image_format,
-                       jpeg_quality=(int(jpeg_quality) if image_format == "jpeg"
-                                     else defaults.jpeg_quality),
-                       png_compression=(int(png_compression) if image_format == "png"
-                                        else defaults.png_compression))
+                       ).encoding(int(jpeg_quality), int(png_compression))
 
 
 @beam.typehints.with_input_types(ClassSample)
@@ -197,7 +192,8 @@ class WriteDataset(beam.PTransform):
                contact_sheet: bool = True, overwrite: bool = False,
                failures=None, description: Optional[Dict] = None, seed: int = 0,
                run_id: Optional[str] = None, compare_to: Optional[str] = None,
-               jpeg_quality: int = 95, png_compression: int = png_encoder.DEFLATE_LEVEL):
+               jpeg_quality: int = ImageSettings.jpeg_quality,
+               png_compression: int = ImageSettings.png_compression):
     super().__init__()
     if not isinstance(output_dir, str) or not output_dir.strip():
       raise ValueError(f"output_dir must be a non-empty path, got {output_dir!r}")
