@@ -87,3 +87,126 @@ def test_thumbnails_of_grayscale_and_rgba_images(tmp_path, color_mode):
     assert spread.max() <= 2  # grey stays grey
   else:
     assert spread.max() > 50  # opaque colours stay colours
+
+
+def _encoded(image: np.ndarray, fmt: str, **options) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, fmt, **options)
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_decode_batch_gives_what_decode_gives_file_by_file(image_format):
+  rng = np.random.default_rng(1)
+  photo = lambda h, w: rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)  # noqa: E731
+  upright = Image.Exif()
+  upright[0x0112] = 6  # rotated 90 degrees clockwise
+  raws = [
+      _encoded(photo(30, 40), "JPEG"),
+      _encoded(photo(25, 20), "PNG"),
+      _encoded(photo(12, 18), "BMP"),  # not PNG or JPEG: decoded alone
+      _encoded(photo(20, 30), "JPEG", exif=upright.tobytes()),
+      b"",  # refused before decoding
+      _encoded(photo(400, 400), "PNG"),  # over max_pixels
+      _encoded(photo(33, 17), "PNG")[:60],  # truncated: fails the batch's call
+      _encoded(photo(16, 16), "JPEG"),
+  ]
+  decoder = decoding.ImageDecoder(
+      ImageSettings(24, 20, image_format=image_format), max_pixels=100_000,
+      exif_transpose=True)
+  sizes = [8, 0, 8, 0, 0, 8, 8, 0]
+  one_by_one = [decoder.decode(raw, size) for raw, size in zip(raws, sizes)]
+  assert [isinstance(r, str) for r in one_by_one] == [
+      False, False, False, False, True, True, True, False]
+  assert decoder.decode_batch(raws, sizes) == one_by_one
+  # Without the broken file, the PNGs and JPEGs go through one call.
+  good = [0, 1, 2, 3, 7]
+  calls = []
+  batch_function = decoder._function("batch")
+  decoder._concrete["batch"] = lambda *args: calls.append(len(args[0])) or batch_function(*args)
+  assert decoder.decode_batch([raws[i] for i in good], [sizes[i] for i in good]) == [
+      one_by_one[i] for i in good]
+  assert calls == [4]
+
+
+def _tasks_over(root: str, classes, broken=()):
+  """One task per class holding all its files, need = half of them."""
+  tasks = []
+  for label, name in enumerate(classes):
+    files = sorted(f"{name}/{n}" for n in os.listdir(os.path.join(root, name)))
+    tasks.append(DecodeTask(name, label, files, need=len(files) // 2, first_rank=0))
+  for path in broken:
+    with open(os.path.join(root, path), "wb") as f:
+      f.write(b"not an image")
+  return tasks
+
+
+def _events(pool, decoder, tasks, **group):
+  return [[(kind, getattr(value, "relative_path", None), getattr(value, "rank", None),
+            getattr(value, "encoded", None), getattr(value, "thumbnail", None))
+           for kind, _, value in step]
+          for step in decode_tasks.in_record_order(pool, decoder, tasks, lookahead=3,
+                                                   **group)]
+
+
+@pytest.mark.parametrize("batch_bytes", [decode_tasks.DECODE_BATCH_BYTES, 1])
+def test_in_record_order_in_groups_gives_the_events_of_one_step_at_a_time(
+    tmp_path, monkeypatch, batch_bytes):
+  # batch_bytes 1: every file is over the budget, so each call decodes one.
+  monkeypatch.setattr(decode_tasks, "DECODE_BATCH_BYTES", batch_bytes)
+  root = str(tmp_path / "tree")
+  make_tree(root, {"a": 10, "b": 6, "c": 8, "d": 2})
+  # Broken first picks and a broken spare: a step goes on to its task's next
+  # candidates, and the task's later steps start further on.
+  tasks = _tasks_over(root, "abcd", broken=["a/img_000.jpg", "b/img_001.png",
+                                             "b/img_003.png", "c/img_002.jpg"])
+  decoder = decode_tasks.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
+                                     seed=0, thumbnail_ranks=2, thumbnail_size=8)
+  batches, calls = [], []
+  decode_many = decoder.decode_many
+  decoder.decode_many = lambda picks: batches.append(len(picks)) or decode_many(picks)
+  decode_batch = decoder._decoder.decode_batch
+  decoder._decoder.decode_batch = lambda raws, sizes: (
+      calls.append(len(raws)) or decode_batch(raws, sizes))
+  pool = decode_tasks.decode_pool()
+  try:
+    alone = _events(pool, decoder, tasks, batch=1)
+    assert not batches  # groups of one step: no call for several files
+    grouped = _events(pool, decoder, tasks, threads=1, batch=4)
+  finally:
+    pool.shutdown(wait=True)
+  assert batches and max(batches) > 1
+  assert max(calls) == (1 if batch_bytes == 1 else max(batches))
+  assert grouped == alone
+  kinds = [kind for step in alone for kind, *_ in step]
+  assert kinds.count("decoded") == sum(t.need for t in tasks)
+  assert kinds.count("failed") == 4
+  # Record order: rank, then label.
+  decoded = [(rank, path.split("/")[0]) for step in alone
+             for kind, path, rank, _, _ in step if kind == "decoded"]
+  assert decoded == sorted(decoded)
+
+
+def test_a_group_that_raises_fails_the_shard_without_leaving_threads_waiting(tmp_path):
+  root = str(tmp_path / "tree")
+  make_tree(root, {name: 4 for name in "abcdef"})
+  tasks = _tasks_over(root, "abcdef")
+  decoder = decode_tasks.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
+                                     seed=0)
+  decode_many = decoder.decode_many
+
+  def failing(picks):
+    if any(path == "c/img_001.png" for _, path, _ in picks):
+      raise MemoryError("no room for c/img_001.png")
+    return decode_many(picks)
+
+  decoder.decode_many = failing
+  pool = decode_tasks.decode_pool()
+  try:
+    with pytest.raises(MemoryError, match="c/img_001.png"):
+      _events(pool, decoder, tasks, threads=1, batch=3)
+  finally:
+    finished = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+    finished.start()
+    finished.join(timeout=60)
+  assert not finished.is_alive()  # every group still queued ran out
