@@ -176,12 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+_YAML_INT = "tag:yaml.org,2002:int"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+  """PyYAML's safe loader with YAML 1.2's integers: decimal digits only.
+
+  PyYAML follows YAML 1.1, where `seed: 012` is octal (10), `1_000`, `0x1f`
+  and `1:30` (sexagesimal, 90) are integers too; `--seed 012` on the command
+  line is 12. Here such values stay strings, which the option checks accept
+  when they are decimal (`012` -> 12, as on the command line) and refuse
+  otherwise, naming the flag.
+  """
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _YAML_INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver(_YAML_INT, re.compile(r"^[-+]?[0-9]+$"),
+                                    list("-+0123456789"))
+_ConfigLoader.add_constructor(
+    _YAML_INT, lambda loader, node: int(loader.construct_scalar(node), 10))
+
+
 def load_config_file(path: str) -> Dict[str, Any]:
   """A YAML mapping of flag names to values. Beam options may sit under
   `pipeline_options:`."""
   try:
     with open(path, encoding="utf-8") as f:
-      data = yaml.safe_load(f) or {}
+      data = yaml.load(f, Loader=_ConfigLoader) or {}
   except OSError as e:
     raise UsageError(f"--config {path!r} cannot be read: {e.strerror}") from e
   except yaml.YAMLError as e:
@@ -364,12 +387,17 @@ def check_runner(beam_args: Sequence[str]) -> None:
                      f"{first_line(e)}") from None
 
 
+# What an integer option takes: ASCII decimal digits, with an optional sign
+# (Python's int() would also take spaces, underscores and other scripts' digits).
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+
+
 def _int(name: str, value, minimum: Optional[int] = None,
          maximum: Optional[int] = None) -> int:
-  try:
-    number = int(str(value), 10)
-  except ValueError:
-    raise UsageError(f"--{name} must be an integer, got {value!r}") from None
+  if isinstance(value, bool) or not (
+      isinstance(value, int) or _DECIMAL.fullmatch(str(value))):
+    raise UsageError(f"--{name} must be an integer (decimal digits), got {value!r}")
+  number = int(str(value), 10)
   if minimum is not None and number < minimum:
     raise UsageError(f"--{name} must be at least {minimum}, got {number}")
   if maximum is not None and number > maximum:

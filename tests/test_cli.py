@@ -107,6 +107,10 @@ BAD_ARGS = [
     (["--color_mode", "cmyk"], "--color_mode"),
     (["--seed", "abc"], "--seed"),
     (["--seed", "1.5"], "--seed"),
+    (["--seed", " 3"], "--seed"),
+    (["--seed", "1_0"], "--seed"),
+    (["--seed", "\u0663"], "--seed"),  # ARABIC-INDIC DIGIT THREE: int() takes it
+    (["--num_shards", "0x10"], "--num_shards"),
     (["--image_format", "gif"], "--image_format"),
     (["--image_format", "jpeg", "--color_mode", "rgba"], "--image_format"),
     (["--num_shards", "0"], "--num_shards"),
@@ -146,6 +150,10 @@ def test_bad_yaml_raises_usage_error(tmp_path):
     ("pipeline_options: [runner]\n", "pipeline_options"),
     ("pipeline_options:\n  no_such_beam_option: 1\n", "no_such_beam_option"),
     ("samples_per_class: 0\n", "--samples_per_class"),
+    # YAML 1.1 reads these as integers (16, 10, 90); here they are refused.
+    ("num_shards: 0x10\n", "--num_shards"),
+    ("spares: 1_0\n", "--spares"),
+    ("seed: 1:30\n", "--seed"),
 ])
 def test_bad_config_contents_raise_usage_error(tmp_path, text, match):
   with pytest.raises(UsageError, match=match):
@@ -155,6 +163,14 @@ def test_bad_config_contents_raise_usage_error(tmp_path, text, match):
 def test_missing_config_file_raises_usage_error(tmp_path):
   with pytest.raises(UsageError, match="cannot be read"):
     parse_args(["--config", str(tmp_path / "nope.yaml")])
+
+
+@pytest.mark.parametrize("value,seed", [("012", 12), ("+3", 3), ("-4", -4), ("'15'", 15)])
+def test_config_integers_read_as_on_the_command_line(tmp_path, value, seed):
+  """YAML 1.1 would read 012 as octal 10; the command line reads 12."""
+  from_file, _ = parse_args(["--config", write_config(tmp_path, f"seed: {value}\n")])
+  from_flag, _ = parse_args(["--seed", value.strip("'")])
+  assert from_file.seed == from_flag.seed == seed
 
 
 @pytest.mark.parametrize("value,meant", [("64", (64, 64)), ("'128 96'", (128, 96)),
