@@ -4,6 +4,7 @@ filters with FileSystems.match's patterns). A store of that kind is made
 here over a local folder, so the listing code runs as it would on S3."""
 
 import os
+import warnings
 
 from apache_beam.io.filesystem import FileMetadata, FileSystem
 
@@ -63,7 +64,11 @@ def test_glob_characters_in_a_root_or_a_class_name_match_only_themselves(tmp_pat
     _touch(str(tmp_path / relative))
   root = f"{SCHEME}://{tmp_path}/data[1]"
 
-  assert listing.list_class_folders(root) == ["*", "a[b]", "ab"]
+  with warnings.catch_warnings():
+    # Beam's pattern translation of an escaped '[' once gave re a '[[' to
+    # warn about ("Possible nested set").
+    warnings.simplefilter("error", FutureWarning)
+    assert listing.list_class_folders(root) == ["*", "a[b]", "ab"]
   assert sorted(listing.walk_class_folder(root, "a[b]")) == ["a[b]/sub/y.png", "a[b]/x.jpg"]
   assert sorted(listing.walk_class_folder(root, "*")) == ["*/u.jpg"]
   assert sorted(e[0] for e in fingerprint.class_entries(root, "a[b]")) == [

@@ -36,8 +36,14 @@ def is_gcs(path: str) -> bool:
 
 
 def escape_glob(path: str) -> str:
-  """`path` as a Beam/fnmatch pattern that matches only itself."""
-  return "".join(f"[{c}]" if c in _GLOB_CHARACTERS else c for c in path)
+  """`path` as a Beam/fnmatch pattern that matches only itself.
+
+  Each glob character becomes a one-character set: '[*]', '[?]', and for
+  '[' the set of NUL (which no path holds) and '[': fnmatch's '[[]' becomes
+  the regex '[[]' in Beam's own translation (object stores), which Python's
+  re warns about as a possible nested set."""
+  return "".join(("[\0[]" if c == "[" else f"[{c}]") if c in _GLOB_CHARACTERS else c
+                 for c in path)
 
 
 def gcs_client_and_name(path: str):
