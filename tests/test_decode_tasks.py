@@ -210,3 +210,38 @@ def test_a_group_that_raises_fails_the_shard_without_leaving_threads_waiting(tmp
     finished.start()
     finished.join(timeout=60)
   assert not finished.is_alive()  # every group still queued ran out
+
+
+def test_a_few_long_tasks_still_decode_on_every_thread(tmp_path):
+  """Four classes, every file of each a step of one task: the steps of
+  different tasks overlap on the pool's threads, in groups or not."""
+  root = str(tmp_path / "tree")
+  make_tree(root, {name: 6 for name in "abcd"})
+  tasks = [t._replace(need=len(t.candidates)) for t in _tasks_over(root, "abcd")]
+  decoder = decode_tasks.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
+                                     seed=0)
+  running, most = [0], [0]
+  lock = threading.Lock()
+
+  def busy(method):
+    def timed(*args):
+      with lock:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+      try:
+        time.sleep(0.05)  # a slow file system
+        return method(*args)
+      finally:
+        with lock:
+          running[0] -= 1
+    return timed
+
+  decoder._decode = busy(decoder._decode)
+  decoder.decode_many = busy(decoder.decode_many)
+  pool = decode_tasks.decode_pool()
+  try:
+    events = _events(pool, decoder, tasks, threads=4, batch=8)
+  finally:
+    pool.shutdown(wait=True)
+  assert sum(kind == "decoded" for step in events for kind, *_ in step) == 24
+  assert most[0] >= 3

@@ -339,7 +339,12 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
   condition = threading.Condition()
   steps = sorted((task.first_rank - task.rank_offset + j, i, j)
                  for i, task in enumerate(tasks) for j in range(task.need))
-  size = max(1, min(batch, len(steps) // (2 * max(1, threads))))
+  # A group's steps run one after another, and a step waits for its task's
+  # step before it, so a group may hold at most each thread's share of the
+  # tasks: with a few long tasks (k = 500 of 2 classes), larger groups would
+  # wait for each other and run on one thread (found by helper-23).
+  tasks_per_thread = sum(1 for task in tasks if task.need > 0) // max(1, threads)
+  size = max(1, min(batch, len(steps) // (2 * max(1, threads)), tasks_per_thread))
   groups = [steps[k:k + size] for k in range(0, len(steps), size)]
 
   def wait_turn(i: int, j: int) -> None:
