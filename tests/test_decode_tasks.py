@@ -212,36 +212,39 @@ def test_a_group_that_raises_fails_the_shard_without_leaving_threads_waiting(tmp
   assert not finished.is_alive()  # every group still queued ran out
 
 
-def test_a_few_long_tasks_still_decode_on_every_thread(tmp_path):
-  """Four classes, every file of each a step of one task: the steps of
-  different tasks overlap on the pool's threads, in groups or not."""
+@pytest.mark.parametrize("short_classes", [0, 12])
+def test_a_few_long_tasks_still_decode_on_every_thread(tmp_path, short_classes):
+  """Four long tasks (every file of a class), alone or after many short ones:
+  the steps of the long tasks overlap on the pool's threads, in groups or not."""
   root = str(tmp_path / "tree")
-  make_tree(root, {name: 6 for name in "abcd"})
-  tasks = [t._replace(need=len(t.candidates)) for t in _tasks_over(root, "abcd")]
+  short = [f"s{i:02d}" for i in range(short_classes)]
+  make_tree(root, dict({name: 6 for name in "abcd"}, **{name: 2 for name in short}))
+  tasks = [t._replace(need=len(t.candidates))
+           for t in _tasks_over(root, ["a", "b", "c", "d", *short])]
   decoder = decode_tasks.TaskDecoder(root, decoding.ImageDecoder(ImageSettings(16, 16)),
                                      seed=0)
-  running, most = [0], [0]
+  spans = []  # (start, end) of each call decoding only ranks >= 2 (long tasks' tails)
   lock = threading.Lock()
 
-  def busy(method):
+  def slow(method, ranks):
     def timed(*args):
-      with lock:
-        running[0] += 1
-        most[0] = max(most[0], running[0])
+      started = time.monotonic()
+      time.sleep(0.05)  # a slow file system
       try:
-        time.sleep(0.05)  # a slow file system
         return method(*args)
       finally:
-        with lock:
-          running[0] -= 1
+        if min(ranks(*args)) >= 2:
+          with lock:
+            spans.append((started, time.monotonic()))
     return timed
 
-  decoder._decode = busy(decoder._decode)
-  decoder.decode_many = busy(decoder.decode_many)
+  decoder._decode = slow(decoder._decode, lambda task, path, rank: [rank])
+  decoder.decode_many = slow(decoder.decode_many, lambda picks: [p[2] for p in picks])
   pool = decode_tasks.decode_pool()
   try:
     events = _events(pool, decoder, tasks, threads=4, batch=8)
   finally:
     pool.shutdown(wait=True)
-  assert sum(kind == "decoded" for step in events for kind, *_ in step) == 24
-  assert most[0] >= 3
+  assert sum(kind == "decoded" for step in events for kind, *_ in step) == 24 + 2 * short_classes
+  overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+  assert overlapping >= 3

@@ -340,12 +340,18 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
   steps = sorted((task.first_rank - task.rank_offset + j, i, j)
                  for i, task in enumerate(tasks) for j in range(task.need))
   # A group's steps run one after another, and a step waits for its task's
-  # step before it, so a group may hold at most each thread's share of the
-  # tasks: with a few long tasks (k = 500 of 2 classes), larger groups would
-  # wait for each other and run on one thread (found by helper-23).
-  tasks_per_thread = sum(1 for task in tasks if task.need > 0) // max(1, threads)
-  size = max(1, min(batch, len(steps) // (2 * max(1, threads)), tasks_per_thread))
-  groups = [steps[k:k + size] for k in range(0, len(steps), size)]
+  # step before it, so a group holds at most each thread's share of the
+  # tasks that have a step at its first rank: with a few long tasks (k = 500
+  # of 2 classes, or the big classes of '10%'), larger groups would wait for
+  # each other and run on one thread (found by helper-23).
+  threads = max(1, threads)
+  tasks_at_rank = collections.Counter(rank for rank, _, _ in steps)
+  most = max(1, min(batch, len(steps) // (2 * threads)))
+  groups, start = [], 0
+  while start < len(steps):
+    size = max(1, min(most, tasks_at_rank[steps[start][0]] // threads))
+    groups.append(steps[start:start + size])
+    start += size
 
   def wait_turn(i: int, j: int) -> None:
     with condition:
@@ -392,5 +398,5 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
 
   # `lookahead` counts steps; enough groups to keep every thread busy.
   for group_events in in_order(pool, run_group, groups,
-                               max(threads + 1, -(-lookahead // size))):
+                               max(threads + 1, -(-lookahead // most))):
     yield from group_events
