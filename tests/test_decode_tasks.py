@@ -119,14 +119,40 @@ def test_decode_batch_gives_what_decode_gives_file_by_file(image_format):
   assert [isinstance(r, str) for r in one_by_one] == [
       False, False, False, False, True, True, True, False]
   assert decoder.decode_batch(raws, sizes) == one_by_one
-  # Without the broken file, the PNGs and JPEGs go through one call.
+  # Without the broken file, the PNGs and JPEGs go through one call (of a
+  # new decoder: this one now takes fewer files a call, see the next test).
   good = [0, 1, 2, 3, 7]
+  decoder = decoding.ImageDecoder(
+      ImageSettings(24, 20, image_format=image_format), max_pixels=100_000,
+      exif_transpose=True)
   calls = []
   batch_function = decoder._function("batch")
   decoder._concrete["batch"] = lambda *args: calls.append(len(args[0])) or batch_function(*args)
   assert decoder.decode_batch([raws[i] for i in good], [sizes[i] for i in good]) == [
       one_by_one[i] for i in good]
   assert calls == [4]
+
+
+def test_decode_batch_takes_fewer_files_a_call_after_a_call_fails():
+  rng = np.random.default_rng(2)
+  good = [_encoded(rng.integers(0, 256, size=(20, 20, 3), dtype=np.uint8), "PNG")
+          for _ in range(8)]
+  broken = good[0][:70]
+  decoder = decoding.ImageDecoder(ImageSettings(8, 8))
+  calls = []
+  batch_function = decoder._function("batch")
+  decoder._concrete["batch"] = lambda *args: calls.append(len(args[0])) or batch_function(*args)
+  assert isinstance(decoder.decode_batch(good[:7] + [broken])[7], str)
+  assert calls == [8]  # it failed: its files went one by one
+  one_by_one = [decoder.decode(raw) for raw in good]
+  assert decoder.decode_batch(good) == one_by_one
+  assert calls == [8, 4, 4]  # halved, then one more after each call that worked
+  assert decoder.decode_batch(good) == one_by_one
+  assert calls == [8, 4, 4, 6, 2]
+  with pytest.raises(ValueError, match="one thumbnail size per file"):
+    decoder.decode_batch(good, [0])
+  assert decoder.decode_batch(good[:2], np.array([8, 0])) == [
+      decoder.decode(good[0], 8), decoder.decode(good[1])]
 
 
 def _tasks_over(root: str, classes, broken=()):
@@ -248,3 +274,9 @@ def test_a_few_long_tasks_still_decode_on_every_thread(tmp_path, short_classes):
   assert sum(kind == "decoded" for step in events for kind, *_ in step) == 24 + 2 * short_classes
   overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
   assert overlapping >= 3
+
+
+def test_groups_are_smaller_for_large_images():
+  assert decode_tasks.batch_size((256, 256, 3)) == decode_tasks.DECODE_BATCH
+  assert decode_tasks.batch_size((1024, 1024, 3)) == 2  # 3 MiB each: two in 8 MiB
+  assert decode_tasks.batch_size((2048, 2048, 4)) == 1

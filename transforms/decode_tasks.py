@@ -316,15 +316,23 @@ class TaskRun:
     return events
 
 
+def batch_size(shape: Sequence[int]) -> int:
+  """Files one group decodes together for stored images of `shape` (height,
+  width, channels): DECODE_BATCH, fewer when their pixels would pass
+  DECODE_BATCH_BYTES (a call holds all of its files' pixels at once)."""
+  height, width, channels = shape
+  return max(1, min(DECODE_BATCH, DECODE_BATCH_BYTES // max(1, height * width * channels)))
+
+
 def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
                     lookahead: int, threads: int = DECODE_THREADS,
-                    batch: int = DECODE_BATCH) -> Iterator[List[TaskEvent]]:
+                    batch: Optional[int] = None) -> Iterator[List[TaskEvent]]:
   """Decodes a shard's tasks a stored image at a time, in record order: rank
   within the split, then label (the order of `tasks`, sorted by label).
 
   A step is one task's next stored image. Consecutive steps go to `pool`'s
-  threads in groups of up to `batch` (smaller when there are few, so every
-  thread gets some), about `lookahead` steps ahead (at least a group per
+  threads in groups of up to `batch` (default DECODE_BATCH; smaller when
+  there are few, so every thread gets some), about `lookahead` steps ahead (at least a group per
   thread and one more). A group decodes the first
   candidate of each of its steps in one TF call (`TaskDecoder.decode_many`),
   then runs its steps in order; a step whose pick fails goes on to the
@@ -345,6 +353,7 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
   # of 2 classes, or the big classes of '10%'), larger groups would wait for
   # each other and run on one thread (found by helper-23).
   threads = max(1, threads)
+  batch = DECODE_BATCH if batch is None else batch
   tasks_at_rank = collections.Counter(rank for rank, _, _ in steps)
   most = max(1, min(batch, len(steps) // (2 * threads)))
   groups, start = [], 0

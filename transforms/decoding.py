@@ -413,6 +413,10 @@ def apply_orientation(image, orientation):
   return tf.switch_case(tf.clip_by_value(orientation - 1, 0, 7), branches)
 
 
+# The most files one call of ImageDecoder's batch function takes.
+_MAX_BATCH = 64
+
+
 class ImageDecoder:
   """Raw file bytes -> DecodeResult, or a failure reason (a str).
 
@@ -481,6 +485,8 @@ class ImageDecoder:
                                tf.TensorSpec(settings.shape, tf.uint8),
                                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)))
     self._traced_batch = decode_encode_batch
+    self._batch_limit = _MAX_BATCH  # files a call takes: see `_batch_went`
+    self._batch_lock = threading.Lock()
 
   def _function(self, key):
     """The concrete function: key True/False (one file, plain or not), or
@@ -530,40 +536,77 @@ class ImageDecoder:
     file, 0 for none; default none).
 
     Files refused before decoding get their reason; the PNG and JPEG files
-    among the rest are decoded and resized by one call of the batch function;
-    any other format, and every file of a batch whose call fails (one broken
-    file fails the call), go through `decode` one by one.
+    among the rest are decoded and resized by calls of the batch function
+    (as many files a call as the last calls allow, see `_batch_went`); any
+    other format, and every file of a call that fails (one broken file fails
+    the call), go through `decode` one by one.
+
+    Raises:
+      ValueError: `thumbnail_sizes` does not hold one size per file.
     """
-    sizes = list(thumbnail_sizes or [0] * len(raws))
-    results = [None] * len(raws)
-    batch = []  # indices of the files for the one call
+    if thumbnail_sizes is None:
+      sizes = [0] * len(raws)
+    else:
+      sizes = [int(size) for size in thumbnail_sizes]
+      if len(sizes) != len(raws):
+        raise ValueError(f"decode_batch takes one thumbnail size per file: "
+                         f"{len(sizes)} for {len(raws)} files")
+    results: List[Union[DecodeResult, str, None]] = [None] * len(raws)
+    plain = []  # indices of the files for the batch function
     for index, raw in enumerate(raws):
       refusal = self._refusal(raw)
       if refusal is not None:
         results[index] = refusal
       elif is_plain(raw[:8], self._channels):
-        batch.append(index)
-    tf = self._tf
-    if len(batch) > 1:
-      orientations = [headers.exif_orientation(raws[i]) if self._exif_transpose else 1
-                      for i in batch]
-      try:
-        encoded, pixels, heights, widths = self._function("batch")(
-            tf.constant([raws[i] for i in batch]), tf.constant(orientations, tf.int32))
-      except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-              tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
-              tf.errors.DataLossError):
-        pass  # each file alone below: the broken one gets its own reason
+        plain.append(index)
+    start = 0
+    while start < len(plain):
+      with self._batch_lock:
+        limit = self._batch_limit
+      chunk = plain[start:start + limit]
+      start += len(chunk)
+      if len(chunk) > 1:
+        self._batch_went(self._decode_together(raws, chunk, sizes, results), len(chunk))
       else:
-        encoded, pixels = encoded.numpy(), pixels.numpy()
-        heights, widths = heights.numpy(), widths.numpy()
-        for row, index in enumerate(batch):
-          results[index] = self._result(raws[index], encoded[row], pixels[row],
-                                        heights[row], widths[row], sizes[index])
+        results[chunk[0]] = self.decode(raws[chunk[0]], sizes[chunk[0]])
+        self._batch_went(not isinstance(results[chunk[0]], str), 1)
     for index, raw in enumerate(raws):
       if results[index] is None:
         results[index] = self.decode(raw, sizes[index])
     return results
+
+  def _decode_together(self, raws, chunk: Sequence[int], sizes: Sequence[int],
+                       results: list) -> bool:
+    """One call of the batch function for `raws[i] for i in chunk`; fills
+    their `results` and returns True, or returns False if the call failed."""
+    tf = self._tf
+    orientations = [headers.exif_orientation(raws[i]) if self._exif_transpose else 1
+                    for i in chunk]
+    try:
+      encoded, pixels, heights, widths = self._function("batch")(
+          tf.constant([raws[i] for i in chunk]), tf.constant(orientations, tf.int32))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+            tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
+            tf.errors.DataLossError):
+      return False  # each file alone: the broken one gets its own reason
+    encoded, pixels = encoded.numpy(), pixels.numpy()
+    heights, widths = heights.numpy(), widths.numpy()
+    for row, index in enumerate(chunk):
+      results[index] = self._result(raws[index], encoded[row], pixels[row],
+                                    heights[row], widths[row], sizes[index])
+    return True
+
+  def _batch_went(self, ok: bool, files: int) -> None:
+    """After a call of `files` files: halves the files a call takes when it
+    failed (all its files are decoded again one by one), adds one when it
+    worked (a file decoded alone counts as a call of one): a tree
+    with many broken files is decoded about file by file (with 5% of them
+    broken, calls of 8 would lose more than they save)."""
+    with self._batch_lock:
+      if ok:
+        self._batch_limit = min(_MAX_BATCH, self._batch_limit + 1)
+      else:
+        self._batch_limit = max(1, min(self._batch_limit, files) // 2)
 
   def decode(self, raw: bytes, thumbnail_size: int = 0):
     """`thumbnail_size` > 0 also makes the contact-sheet thumbnail from the

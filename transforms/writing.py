@@ -379,7 +379,8 @@ class DecodeAndWriteShard(beam.DoFn):
     def records() -> Iterator[bytes]:
       # Metrics are counted here, in the bundle's thread (they are thread-local).
       for events in decode_tasks.in_record_order(
-          self._pool, self._decode_task, tasks, 2 * decode_tasks.DECODE_THREADS):
+          self._pool, self._decode_task, tasks, 2 * decode_tasks.DECODE_THREADS,
+          batch=decode_tasks.batch_size(self._settings.shape)):
         for kind, msec, value in events:
           if kind == "refill":
             self._refills.inc()
