@@ -466,8 +466,9 @@ class ImageDecoder:
     # `decode_batch`'s function: the per-file one's ops under tf.map_fn, one
     # file after another. A call costs ~0.17 ms of Python and TF dispatch
     # before any pixel is touched, and calls from several threads do not
-    # overlap; one call for 8 files took 2-core throughput from 626 to 851
-    # images/s (/tmp/batch_try.py, 2026-11-30). PNG and JPEG only (`plain`).
+    # overlap: 8 files a call took `all`'s decode phase on 10,000 photos from
+    # 20.2-21.8 s to 16.9-17.5 s (benchmarks/stages/run_phases.py, README's
+    # Performance). PNG and JPEG only (`plain`).
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
                                   tf.TensorSpec([None], tf.int32)])
     def decode_encode_batch(images_bytes, orientations):
