@@ -39,8 +39,10 @@ DECODE_THREADS = max(1, min(16, 2 * (os.cpu_count() or 1)))
 # calls on 4 threads over 2,000 photos (2026-11-30): 626 images/s one file a
 # call, 734 at 4, 851 at 8, 889 at 16.
 DECODE_BATCH = 8
-# At most this many bytes of source files go into one call (large sources are
-# decoded in smaller batches, so a batch holds no more memory than before).
+# At most this many bytes of source files go into one `decode_batch` call
+# (`TaskDecoder.decode_many`), and of stored pixels into one group
+# (`batch_size`). A call still holds up to this much of each at once (one
+# file did before), on every decoding thread.
 DECODE_BATCH_BYTES = 8 << 20
 
 
@@ -192,34 +194,34 @@ class TaskDecoder:
                   ) -> List[Tuple[Union[DecodeResult, str], int]]:
     """(task, relative path, rank) of several files -> (DecodeResult or failure
     reason, msec) of each, in order: `decode_file` of each, with the decoding
-    in one TF call (`ImageDecoder.decode_batch`; msec is the call's share)."""
+    in as few TF calls as `ImageDecoder.decode_batch` and DECODE_BATCH_BYTES
+    allow. msec: this method's whole time shared out (summing to it), not
+    each file's own."""
     started = time.monotonic()
     results: List[Union[DecodeResult, str]] = []
-    batch: List[bytes] = []  # read, not decoded yet
-    held = 0
+    raws: List[bytes] = []  # read, not decoded yet
+    sizes: List[int] = []  # their thumbnail sizes
 
-    def decode_batch() -> None:
-      nonlocal held
-      sizes = [self._thumbnail(picks[len(results) + i][2]) for i in range(len(batch))]
-      results.extend(self._decoder.decode_batch(batch, sizes))
-      batch.clear()
-      held = 0
+    def flush() -> None:
+      results.extend(self._decoder.decode_batch(raws, sizes))
+      raws.clear()
+      sizes.clear()
 
-    for task, path, _ in picks:
+    for task, path, rank in picks:
       raw = read_file(self._source_path(task, path))
       if isinstance(raw, str):  # unreadable: its reason, in its place
-        if batch:
-          decode_batch()
+        flush()
         results.append(raw)
         continue
-      if batch and held + len(raw) > DECODE_BATCH_BYTES:
-        decode_batch()
-      batch.append(raw)
-      held += len(raw)
-    if batch:
-      decode_batch()
-    msec = int((time.monotonic() - started) * 1000 / max(1, len(picks)))
-    return [(result, msec) for result in results]
+      if raws and sum(map(len, raws)) + len(raw) > DECODE_BATCH_BYTES:
+        flush()
+      raws.append(raw)
+      sizes.append(self._thumbnail(rank))
+    flush()
+    total = int((time.monotonic() - started) * 1000)
+    count = len(results)
+    return [(result, total * (n + 1) // count - total * n // count)
+            for n, result in enumerate(results)]
 
   def _event(self, task: DecodeTask, relative_path: str, rank: int,
              result: Union[DecodeResult, str], msec: int) -> TaskEvent:
@@ -283,9 +285,12 @@ class TaskRun:
     the run is done or must list its class again first."""
     if self.done or self._tried >= len(self._candidates):
       return None
+    return (self._task, self._candidates[self._tried], self._rank())
+
+  def _rank(self) -> int:
+    """The rank (within the split) of the image the run stores next."""
     task = self._task
-    return (task, self._candidates[self._tried],
-            task.first_rank + self._stored * task.stride - task.rank_offset)
+    return task.first_rank + self._stored * task.stride - task.rank_offset
 
   def next_image(self, decoded: Optional[Tuple[str, Union[DecodeResult, str], int]] = None
                  ) -> List[TaskEvent]:
@@ -304,8 +309,11 @@ class TaskRun:
           break
       relative_path = self._candidates[self._tried]
       self._tried += 1
-      rank = task.first_rank + self._stored * task.stride - task.rank_offset
-      if decoded is not None and decoded[0] == relative_path:
+      rank = self._rank()
+      if decoded is not None:
+        if decoded[0] != relative_path:  # only ever `upcoming()`'s, tried first
+          raise RuntimeError(f"decoded {decoded[0]!r} ahead, but the next "
+                             f"candidate is {relative_path!r}")
         event = self._decoder._event(task, relative_path, rank, decoded[1], decoded[2])
       else:
         event = self._decoder._decode(task, relative_path, rank)
@@ -332,16 +340,24 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
   within the split, then label (the order of `tasks`, sorted by label).
 
   A step is one task's next stored image. Consecutive steps go to `pool`'s
-  threads in groups of up to `batch` (default DECODE_BATCH; smaller when
-  there are few, so every thread gets some), about `lookahead` steps ahead (at least a group per
-  thread and one more). A group decodes the first
-  candidate of each of its steps in one TF call (`TaskDecoder.decode_many`),
-  then runs its steps in order; a step whose pick fails goes on to the
-  task's next candidates one by one, as without groups. A task's own steps
-  run one after another (a failed pick shifts the task's later ones), each
-  waiting for the one before. No deadlock: the pool takes groups in
-  submission order, so a step's predecessor is always running, done, or
-  earlier in the same group.
+  threads in groups of up to `batch` (default DECODE_BATCH: pass
+  `batch_size(shape)` to bound a group's pixels), at most each of `threads`
+  threads' share of the tasks at the group's first rank. Groups run
+  max(threads + 1, ceil(lookahead / the largest group)) ahead: with groups
+  of 8, up to 8 (threads + 1) steps, more than `lookahead`. A group decodes
+  the first candidate of each task's first step in it together
+  (`TaskDecoder.decode_many`), then runs its steps in order; a step whose
+  pick fails goes on to the task's next candidates one by one, as without
+  groups. A task's own steps run one after another (a failed pick shifts the
+  task's later ones), each waiting for the one before. No deadlock: the pool
+  takes groups in submission order, so a step's predecessor is always
+  running, done, or earlier in the same group.
+
+  `threads` is the pool's number of threads. Yields each step's events.
+
+  Raises:
+    Whatever a step raises (the groups already queued then decode nothing
+    more: they only pass their turns on).
   """
   runs = [decoder.start(task) for task in tasks]
   turns = [0] * len(runs)
@@ -372,11 +388,15 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
       turns[i] += 1
       condition.notify_all()
 
+  failed = threading.Event()  # a group raised: the rest only pass their turns on
+
   def run_group(group) -> List[List[TaskEvent]]:
     inside = {(i, j) for _, i, j in group}
     events: List[List[TaskEvent]] = []
     ran = 0  # steps run (or failed) and passed on
     try:
+      if failed.is_set():
+        return events
       # The first candidate of each task's first step here (a later step's
       # depends on how this one goes), decoded together.
       firsts = []
@@ -399,6 +419,9 @@ def in_record_order(pool, decoder: TaskDecoder, tasks: Sequence[DecodeTask],
           ran += 1
           advance(i)
       return events
+    except BaseException:
+      failed.set()
+      raise
     finally:
       # After a failure, pass on the steps not run, each in its turn, so the
       # later groups waiting for them end (the error reaches the caller).

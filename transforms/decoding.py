@@ -598,15 +598,16 @@ class ImageDecoder:
     return True
 
   def _batch_went(self, ok: bool, files: int) -> None:
-    """After a call of `files` files: halves the files a call takes when it
-    failed (all its files are decoded again one by one), adds one when it
-    worked (a file decoded alone counts as a call of one): a tree
-    with many broken files is decoded about file by file (with 5% of them
-    broken, calls of 8 would lose more than they save)."""
+    """After a call of `files` files: adds one to the files a call takes when
+    it worked (a file decoded alone counts as a call of one); when a call of
+    several failed (all its files are decoded again one by one), takes half
+    as many as that call held. A file that fails alone cost nothing twice:
+    no change. So a tree with many broken files is decoded about file by
+    file (with 5% of them broken, calls of 8 would lose more than they save)."""
     with self._batch_lock:
       if ok:
         self._batch_limit = min(_MAX_BATCH, self._batch_limit + 1)
-      else:
+      elif files > 1:
         self._batch_limit = max(1, min(self._batch_limit, files) // 2)
 
   def decode(self, raw: bytes, thumbnail_size: int = 0):
