@@ -7,8 +7,9 @@ transforms/writing.py makes the tasks). `TaskDecoder` runs one: it reads each
 candidate (`read_file`, any Beam file system), decodes it with
 transforms/decoding.py's `ImageDecoder` and stops at the task's `need`; when
 every candidate failed it lists the class again for more of the same seeded
-sequence. `in_order` and `decode_pool` run many tasks on a thread pool, in
-order, with bounded look-ahead.
+sequence. `in_record_order` (with `in_order` and `decode_pool`) runs a
+shard's tasks on a thread pool, in record order, with bounded look-ahead, in
+groups whose first picks are decoded by one TF call (`TaskDecoder.decode_many`).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ TaskEvent = Tuple[str, int, object]
 
 class TaskDecoder:
   """DecodeTask -> its events, in order. Plain Python, safe to call from
-  several threads at once (the traced TF function is).
+  several threads at once (the traced TF functions are).
 
   Walks a task's candidates in priority order and stops at `need` decoded
   images, so a broken pick is replaced by the task's next candidate (with one
