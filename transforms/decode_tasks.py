@@ -36,9 +36,11 @@ from exemplar.transforms.decoding import (DecodedImage, DecodeFailure, DecodeRes
 # 4 threads made `all` 9-14% faster than 2; 6 or 8 gained nothing more.
 DECODE_THREADS = max(1, min(16, 2 * (os.cpu_count() or 1)))
 # Files decoded by one TF call (`ImageDecoder.decode_batch`): each call costs
-# ~0.17 ms of dispatch that calls from other threads wait for. A loop of such
-# calls on 4 threads over 2,000 photos (2026-11-30): 626 images/s one file a
-# call, 734 at 4, 851 at 8, 889 at 16.
+# ~0.17 ms of dispatch that calls from other threads wait for. 8 a call took
+# `all`'s decode phase on 10,000 photos from 20.2-21.8 s to 16.9-17.5 s
+# (benchmarks/stages/run_phases.py; README, Performance). An ad-hoc loop of
+# calls on 4 threads over 2,000 photos (2026-11-30, not kept) gave 626
+# images/s at one file a call, 734 at 4, 851 at 8, 889 at 16.
 DECODE_BATCH = 8
 # At most this many bytes of source files go into one `decode_batch` call
 # (`TaskDecoder.decode_many`), and of stored pixels into one group
