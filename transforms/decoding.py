@@ -432,18 +432,20 @@ class ImageDecoder:
     self._max_pixels = max_pixels
     self._exif_transpose = exif_transpose
 
+    def decode_encode(image_bytes, orientation, plain: bool):
+      """One file's graph: (encoded, pixels, height, width)."""
+      image, height, width = decode_and_resize(
+          image_bytes, settings, orientation if exif_transpose else None, plain)
+      pixels = to_uint8(image)
+      # PNG is encoded outside the graph (png_encoder); JPEG inside it.
+      encoded = (encode_jpeg(pixels, settings) if settings.image_format == "jpeg"
+                 else tf.constant(b""))
+      return encoded, pixels, height, width
+
     def traced(plain: bool):
-      @tf.function(input_signature=[tf.TensorSpec([], tf.string),
-                                    tf.TensorSpec([], tf.int32)])
-      def decode_encode(image_bytes, orientation):
-        image, height, width = decode_and_resize(
-            image_bytes, settings, orientation if exif_transpose else None, plain)
-        pixels = to_uint8(image)
-        # PNG is encoded outside the graph (png_encoder); JPEG inside it.
-        encoded = (encode_jpeg(pixels, settings) if settings.image_format == "jpeg"
-                   else tf.constant(b""))
-        return encoded, pixels, height, width
-      return decode_encode
+      return tf.function(lambda image_bytes, orientation: decode_encode(
+          image_bytes, orientation, plain),
+          input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)])
 
     # PNG and JPEG (most files) skip the format dispatch; same pixels.
     self._traced = {True: traced(True), False: traced(False)}
@@ -472,22 +474,24 @@ class ImageDecoder:
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
                                   tf.TensorSpec([None], tf.int32)])
     def decode_encode_batch(images_bytes, orientations):
-      def one(args):
-        image_bytes, orientation = args
-        image, height, width = decode_and_resize(
-            image_bytes, settings, orientation if exif_transpose else None, plain=True)
-        pixels = to_uint8(image)
-        encoded = (encode_jpeg(pixels, settings) if settings.image_format == "jpeg"
-                   else tf.constant(b""))
-        return encoded, pixels, height, width
       return tf.map_fn(
-          one, (images_bytes, orientations), parallel_iterations=1,
+          lambda args: decode_encode(*args, plain=True),
+          (images_bytes, orientations), parallel_iterations=1,
           fn_output_signature=(tf.TensorSpec([], tf.string),
                                tf.TensorSpec(settings.shape, tf.uint8),
                                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)))
     self._traced_batch = decode_encode_batch
     self._batch_limit = _MAX_BATCH  # files a call takes: see `_batch_went`
     self._batch_lock = threading.Lock()
+    # What a file TF cannot decode raises (a call's other errors are bugs).
+    self._decode_errors = (
+        tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+        tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
+        tf.errors.DataLossError)
+
+  def _orientation(self, raw: bytes) -> int:
+    """The EXIF orientation the graph applies: 1 (upright) unless asked to."""
+    return headers.exif_orientation(raw) if self._exif_transpose else 1
 
   def _function(self, key):
     """The concrete function: key True/False (one file, plain or not), or
@@ -581,14 +585,11 @@ class ImageDecoder:
     """One call of the batch function for `raws[i] for i in chunk`; fills
     their `results` and returns True, or returns False if the call failed."""
     tf = self._tf
-    orientations = [headers.exif_orientation(raws[i]) if self._exif_transpose else 1
-                    for i in chunk]
+    orientations = [self._orientation(raws[i]) for i in chunk]
     try:
       encoded, pixels, heights, widths = self._function("batch")(
           tf.constant([raws[i] for i in chunk]), tf.constant(orientations, tf.int32))
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-            tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
-            tf.errors.DataLossError):
+    except self._decode_errors:
       return False  # each file alone: the broken one gets its own reason
     encoded, pixels = encoded.numpy(), pixels.numpy()
     heights, widths = heights.numpy(), widths.numpy()
@@ -617,15 +618,13 @@ class ImageDecoder:
     refusal = self._refusal(raw)
     if refusal is not None:
       return refusal
-    orientation = headers.exif_orientation(raw) if self._exif_transpose else 1
+    orientation = self._orientation(raw)
     tf = self._tf
     try:
       encoded, pixels, height, width = self._function(is_plain(raw[:8], self._channels))(
           tf.constant(raw),
           self._upright if orientation == 1 else tf.constant(orientation, tf.int32))
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-            tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError,
-            tf.errors.DataLossError) as e:
+    except self._decode_errors as e:
       return f"cannot decode: {tf_error_reason(e.message)}"
     return self._result(raw, encoded.numpy(), pixels.numpy(), height, width,
                         thumbnail_size)
